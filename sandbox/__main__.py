@@ -1,0 +1,64 @@
+"""Serve the sandbox in the foreground: ``python -m sandbox --port 8800``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from sandbox.app import create_app
+from sandbox.state import SandboxState
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox",
+        description="Serve simulated Apex Trading and Flourish APIs with seeded data.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8800,
+        help="TCP port; 0 picks a free one (default: 8800)",
+    )
+    parser.add_argument(
+        "--packages",
+        type=int,
+        default=1500,
+        help="Flourish packages to seed (default: 1500)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=7, help="random seed of the data (default: 7)"
+    )
+    parser.add_argument(
+        "--log-level", default="warning", help="uvicorn log level (default: warning)"
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log one line per request"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper())
+    state = SandboxState.seeded(packages=args.packages, seed=args.seed)
+    base = f"http://{args.host}:{args.port}"
+    print(f"Apex API:      {base}/apex/api")
+    print(f"Flourish API:  {base}/flourish/external/api")
+    print(f"Credentials:   {base}/_sandbox/seed")
+    uvicorn.run(
+        create_app(state),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+
+
+if __name__ == "__main__":
+    main()

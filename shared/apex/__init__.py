@@ -1,0 +1,48 @@
+"""Apex Trading API client and payload models."""
+
+from shared.apex.client import ApexClient, format_timestamp
+from shared.apex.schemas import (
+    ApexPage,
+    Batch,
+    BatchCannabinoid,
+    BatchTerpene,
+    Buyer,
+    Cannabinoid,
+    DealFlow,
+    Operation,
+    OrderStatus,
+    ParentStatus,
+    Product,
+    ShippingOrder,
+    ShippingOrderItem,
+    StateRef,
+    Terpene,
+    UnitMeasurement,
+    UnitRef,
+    Usage,
+    Welcome,
+)
+
+__all__ = [
+    "ApexClient",
+    "ApexPage",
+    "Batch",
+    "BatchCannabinoid",
+    "BatchTerpene",
+    "Buyer",
+    "Cannabinoid",
+    "DealFlow",
+    "Operation",
+    "OrderStatus",
+    "ParentStatus",
+    "Product",
+    "ShippingOrder",
+    "ShippingOrderItem",
+    "StateRef",
+    "Terpene",
+    "UnitMeasurement",
+    "UnitRef",
+    "Usage",
+    "Welcome",
+    "format_timestamp",
+]
