@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import uvicorn
 
 from sandbox.app import create_app
+from sandbox.persistence import load_state, save_state
 from sandbox.state import SandboxState
 
 
@@ -40,13 +42,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--access-log", action="store_true", help="log one line per request"
     )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help="file to load the data from at start and save it to at exit "
+        "(default: none; every start seeds afresh)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
-    state = SandboxState.seeded(packages=args.packages, seed=args.seed)
+    if args.state_file is not None and args.state_file.exists():
+        state = load_state(args.state_file)
+    else:
+        state = SandboxState.seeded(packages=args.packages, seed=args.seed)
     base = f"http://{args.host}:{args.port}"
     print(f"Apex API:      {base}/apex/api")
     print(f"Flourish API:  {base}/flourish/external/api")
@@ -58,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         access_log=args.access_log,
     )
+    if args.state_file is not None:
+        save_state(state, args.state_file)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from sandbox import admin_ops
 from sandbox.apex_orders import render_order as render_apex_order
+from sandbox.clone import CloneRequest, clone_tenant
 from sandbox.demo_orders import generate_demo_orders
 from sandbox.errors import ApiError
 from sandbox.faults import FaultSpec
@@ -87,6 +88,12 @@ def reset(request: Request, settings: ResetSettings | None = None) -> Response:
     settings = settings or ResetSettings()
     _state(request).reseed(settings.packages, settings.seed)
     return respond(_locked(request, lambda s: s.seed_summary()))
+
+
+@router.post("/tenants/clone")
+def clone(request: Request, body: CloneRequest) -> Response:
+    """Copy a seeded tenant's data under new credentials (see ``sandbox.clone``)."""
+    return respond(_locked(request, lambda s: clone_tenant(s, body)), 201)
 
 
 @router.get("/stats")

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sandbox.apex_batches import render_batch
-from sandbox.clock import flourish_time, to_decimal, utcnow_seconds
+from sandbox.clock import flourish_time, to_decimal, utcnow, utcnow_seconds
 from sandbox.flourish_orders import FINAL_STATUSES, touch
 from sandbox.order_book import (
     ORDER_FIELDS_SETTABLE,
@@ -110,7 +110,11 @@ def create_product(
         )
     if not body.get("name"):
         raise OrderError("name is required.")
-    product = build_product(state, company, body["name"], body.get("product_sku"), unit)
+    # A product made through the admin hook is new, so it carries the real
+    # time and shows up in incremental reads after the seed.
+    product = build_product(
+        state, company, body["name"], body.get("product_sku"), unit, created=utcnow()
+    )
     if body.get("listing_price_raw") is not None:
         product.update(prices(int(body["listing_price_raw"])))
     return product
@@ -143,25 +147,25 @@ def allocate(company: FlourishCompany, order: Record, fraction: Decimal) -> None
         )
     packages = company.packages.get(order["_facility_id"], {})
     for line in order["order_lines"]:
-        wanted = Decimal(str(line["order_qty"])) * fraction
-        details = _take_packages(company, packages, line["item_id"], wanted)
+        needed = Decimal(str(line["order_qty"])) * fraction
+        details = _take_packages(company, packages, line["item_id"], needed)
         allocated = sum((Decimal(str(d["qty"])) for d in details), Decimal(0))
-        if allocated < wanted:
+        if allocated < needed:
             # NOTE: the sandbox books a shortfall against no package, so the hook
             # always allocates what it is asked; Flourish would allocate less.
-            details.append(_detail(None, None, wanted - allocated))
-        line.update(allocated_qty=float(wanted), order_line_dtls=details)
+            details.append(_detail(None, None, needed - allocated))
+        line.update(allocated_qty=float(needed), order_line_dtls=details)
         line["order_line_status"] = "Allocated"
     order["order_status"] = "Allocated" if fraction >= 1 else "Partially Allocated"
     touch(company, order)
 
 
 def _take_packages(
-    company: FlourishCompany, packages: dict[str, Record], item_id: str, wanted: Decimal
+    company: FlourishCompany, packages: dict[str, Record], item_id: str, needed: Decimal
 ) -> list[Record]:
     details = []
     for package in packages.values():
-        if wanted <= 0:
+        if needed <= 0:
             break
         available = to_decimal(package["available_qty"])
         if (
@@ -171,8 +175,8 @@ def _take_packages(
             or available <= 0
         ):
             continue
-        taken = min(available, wanted)
-        wanted -= taken
+        taken = min(available, needed)
+        needed -= taken
         non_available = to_decimal(package["non_available_qty"]) or Decimal(0)
         change_package(company, package, {
             "available_qty": float(available - taken),

@@ -93,7 +93,7 @@ def product_categories(caller: ApexCaller = ability("view:products")) -> Respons
 def cannabinoids(caller: ApexCaller = ability("view:products")) -> Response:
     rows = [dict(c) for c in caller.company.cannabinoids.values()]
     caller.charge(len(rows))
-    # The list key is singular although it holds an array (Apex OpenAPI document).
+    # The list key is singular although it contains an array (Apex OpenAPI document).
     return respond({"cannabinoid": rows})
 
 

@@ -1,11 +1,14 @@
 """Apex v2 batches: list, read, create and sparse update.
 
-Write rules from the Apex OpenAPI document: create needs ``name``,
-``product_id`` and ``operation_id``; those two ids cannot change later; an
-update changes only the fields it sends and an empty string sets a field to
-null; ``cannabinoids`` and ``terpenes`` replace the whole list; fields the API
-does not know are ignored silently; a write bumps the batch's ``updated_at``
-and never its product's.
+Write rules from the Apex OpenAPI document:
+
+- Create needs ``name``, ``product_id`` and ``operation_id``, and those two ids
+  cannot change later.
+- An update changes only the fields it sends. An empty string sets a field to
+  null.
+- ``cannabinoids`` and ``terpenes`` replace the whole list.
+- Fields the API does not know are ignored silently.
+- A write bumps the batch's ``updated_at`` and never its product's.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class ApexCaller:
     company: ApexCompany
 
     def charge(self, items: int, per_item: int = 1, nested: int = 0) -> None:
-        """Add the item credits of a response; the gateway charges the call itself."""
+        """Add the item credits of a response. The gateway charges the call itself."""
         usage = self.company.usage
         with self.state.lock:
             usage.credits_used += items * per_item + nested
@@ -180,7 +180,7 @@ def data_response(caller: ApexCaller, rows: list[Record]) -> Response:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """Read a JSON object body; Laravel treats an unreadable body as empty input."""
+    """Read a JSON object body. Laravel treats an unreadable body as empty input."""
     raw = await request.body()
     try:
         body = json.loads(raw) if raw else {}

@@ -97,7 +97,7 @@ async def update_order_status(
     request: Request,
     caller: ApexCaller = ability("update:shipping-orders"),
 ) -> Response:
-    """Change the status; the API supports no other field on this endpoint."""
+    """Change the status, the only field this endpoint supports."""
     body = await json_body(request)
     if body.get("order_status_id") in (None, ""):
         raise apex_required("order_status_id")

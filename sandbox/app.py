@@ -23,7 +23,7 @@ from sandbox.errors import ApiError, HtmlPageRequired
 from sandbox.responses import respond
 from sandbox.state import SandboxState
 
-#: What a browser-style request (no ``Accept: application/json``) gets back.
+#: Login page returned to a request without ``Accept: application/json``.
 LOGIN_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Apex Trading | Log In</title></head>
 <body><div id="app"><h1>Log in to Apex Trading</h1>
@@ -68,7 +68,7 @@ async def _html_page(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Answer unknown routes and methods in each API's own error shape."""
+    """Render unknown routes and methods in each API's own error shape."""
     assert isinstance(exc, HTTPException)
     api = gateway.api_of(request.url.path)
     if api == "apex":

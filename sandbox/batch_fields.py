@@ -17,7 +17,9 @@ DATE_FIELDS = (
     "test_date", "in_stock_expected_date",
 )  # fmt: skip
 NUMBER_FIELDS = ("quantity", "sample_size")
-#: Potency numbers come back as strings, as live Apex payloads show them.
+#: NOTE: the Apex OpenAPI document types potency as a number. The sandbox
+#: returns it as a string, like cannabinoid measurements, so clients must parse
+#: numbers leniently as live payloads require.
 POTENCY_FIELDS = ("predominate_canabinoid_min_or_only", "predominate_canabinoid_max")
 BOOL_FIELDS = (
     "hold", "back_order", "restricted", "archived", "thc_limit", "allow_samples",
@@ -122,30 +124,35 @@ def _list_errors(field: str, value: Any, taxonomy: dict[int, Record]) -> Errors:
 
     errors: Errors = {}
     seen: set[int] = set()
-    id_key = "cannabinoid_id" if field == "cannabinoids" else "terpene_id"
     for index, entry in enumerate(value):
-        prefix = f"{field}.{index}"
         entry = entry if isinstance(entry, dict) else {}
-        ref = entry.get(id_key)
-        ref_id = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
-        if ref_id is None or ref_id not in taxonomy:
-            errors[f"{prefix}.{id_key}"] = [
-                f"The selected {prefix}.{id_key} is invalid."
-            ]
-        elif ref_id in seen:
-            errors[f"{prefix}.{id_key}"] = [
-                f"The {prefix}.{id_key} field has a duplicate value."
-            ]
-        seen.add(ref_id or 0)
-        if to_decimal(entry.get("measurement")) is None:
-            errors[f"{prefix}.measurement"] = [
-                f"The {prefix}.measurement field must be a number."
-            ]
-        if entry.get("measurement_type") not in MEASUREMENT_TYPES:
-            errors[f"{prefix}.measurement_type"] = [
-                f"The selected {prefix}.measurement_type is invalid."
-            ]
+        errors.update(_entry_errors(field, index, entry, taxonomy, seen))
     return errors
+
+
+def _entry_errors(
+    field: str, index: int, entry: dict[str, Any], taxonomy: dict[int, Record],
+    seen: set[int],
+) -> Errors:  # fmt: skip
+    """Check one cannabinoid or terpene entry; ``seen`` collects ids for duplicates."""
+    prefix = f"{field}.{index}"
+    id_key = "cannabinoid_id" if field == "cannabinoids" else "terpene_id"
+    ref = entry.get(id_key)
+    ref_id = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
+
+    messages: dict[str, str] = {}
+    if ref_id is None or ref_id not in taxonomy:
+        messages[id_key] = f"The selected {prefix}.{id_key} is invalid."
+    elif ref_id in seen:
+        messages[id_key] = f"The {prefix}.{id_key} field has a duplicate value."
+    seen.add(ref_id or 0)
+    if to_decimal(entry.get("measurement")) is None:
+        messages["measurement"] = f"The {prefix}.measurement field must be a number."
+    if entry.get("measurement_type") not in MEASUREMENT_TYPES:
+        messages["measurement_type"] = (
+            f"The selected {prefix}.measurement_type is invalid."
+        )
+    return {f"{prefix}.{key}": [message] for key, message in messages.items()}
 
 
 def apply_fields(

@@ -33,10 +33,10 @@ def day(moment: datetime | date) -> str:
 
 
 def parse_time(text: str) -> datetime | None:
-    """Parse an ISO 8601 date or timestamp; naive values are taken as UTC.
+    """Parse an ISO 8601 date or timestamp. Naive values are taken as UTC.
 
-    Returns None when the text is not a date, so callers can answer with their
-    API's validation error.
+    Returns None when the text is not a date, so callers can return their API's
+    validation error.
     """
     cleaned = text.strip().replace(" ", "T")
     if cleaned.endswith(("Z", "z")):
@@ -66,7 +66,7 @@ def seed_time(days: float) -> datetime:
 
 
 def to_decimal(value: object) -> Decimal | None:
-    """Convert a JSON number or numeric string; None when it is not a number."""
+    """Convert a JSON number or numeric string, or return None for anything else."""
     if isinstance(value, bool) or value is None:
         return None
     try:

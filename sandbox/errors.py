@@ -1,4 +1,4 @@
-"""Exceptions that routes raise to answer with an API's own error body."""
+"""Exceptions that routes raise to return an API's own error body."""
 
 from __future__ import annotations
 

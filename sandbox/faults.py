@@ -14,7 +14,8 @@ FaultKind = Literal["error", "429", "drop", "timeout", "malformed", "lose"]
 class LoseRule(BaseModel):
     """Handle (commit) the next ``count`` matching requests, then lose the response.
 
-    ``mode`` "502" answers 502 with an empty body; "drop" closes the connection.
+    ``mode`` "502" responds 502 with an empty body, and "drop" closes the
+    connection.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -28,7 +29,7 @@ class LoseRule(BaseModel):
 class FaultSpec(BaseModel):
     """Faults of one API. Rates are probabilities per request and add up to at most 1.
 
-    ``timeout_rate`` handles the request, then holds the response for
+    ``timeout_rate`` handles the request, then delays the response for
     ``timeout_seconds`` (past the client's timeout). ``path_contains`` and
     ``methods`` restrict latency and the random faults to matching requests;
     ``lose_response`` rules match on their own.
@@ -68,7 +69,7 @@ class FaultSpec(BaseModel):
 
 @dataclass
 class FaultPlan:
-    """What to do to one request: sleep first, then at most one fault."""
+    """Plan for one request: a delay first, then at most one fault."""
 
     latency_seconds: float = 0.0
     kind: FaultKind | None = None
@@ -87,7 +88,7 @@ class FaultInjector:
         self.lose_rules = [rule.model_copy() for rule in spec.lose_response]
 
     def plan(self, method: str, path: str) -> FaultPlan:
-        """Choose the fault of one request; call under the state lock."""
+        """Choose the fault of one request. Call it under the state lock."""
         applies = self._applies(method, path)
         latency = self.spec.latency_ms / 1000 if applies else 0.0
 

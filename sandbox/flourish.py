@@ -26,7 +26,7 @@ router = APIRouter(prefix="/flourish/external/api")
 def _one(
     caller: FlourishCaller, records: dict[str, Record], key: str, label: str
 ) -> Response:
-    """Answer one record, or 404 naming what was not found."""
+    """Return one record in the success envelope, or 404 naming the missing id."""
     with caller.state.lock:
         record = records.get(key)
         body = None if record is None else public(record)
@@ -136,8 +136,8 @@ def get_item(item_id: str, caller: FlourishCaller = Depends(company_scope)) -> R
 def list_destinations(
     request: Request, caller: FlourishCaller = Depends(company_scope)
 ) -> Response:
-    # Flourish compares these filters like its database does: exactly, but
-    # without regard to case. Spaces and dashes must match.
+    # NOTE: the Flourish docs do not say how these filters compare. The sandbox
+    # matches exactly but ignores case, so spaces and dashes must match.
     licenses = {value.lower() for value in multi(request, "license_number")}
     names = {value.lower() for value in multi(request, "facility_name")}
     search = (request.query_params.get("search") or "").lower()

@@ -91,7 +91,7 @@ def listing(
 
 
 def multi(request: Request, name: str) -> list[str]:
-    """Read a repeated filter (``?sku=a&sku=b``); ``name[]`` is accepted too."""
+    """Read a repeated filter such as ``?sku=a&sku=b``, also spelled ``sku[]``."""
     names = {name, f"{name}[]"}
     return [
         v for k, v in request.query_params.multi_items() if k.lower() in names and v

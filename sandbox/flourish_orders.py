@@ -1,10 +1,13 @@
 """Flourish outbound (sales) orders: list, read, create, update, cancel, allocate.
 
-Rules from the Flourish API documentation: ``sales_rep`` is required when the
-facility's ``sales_rep_required_for_outbound`` is true (cancels excepted); an
-order can be updated only while nothing is allocated; the only status change
-is ``"order_status": "Cancelled"``, which fails once the order is Shipped,
-Completed or Cancelled; create and update answer HTTP 200 with the order.
+Rules from the Flourish API documentation:
+
+- ``sales_rep`` is required when the facility's
+  ``sales_rep_required_for_outbound`` is true, except on a cancel.
+- An order can be updated only while nothing is allocated.
+- The only status change is ``"order_status": "Cancelled"``. It fails once the
+  order is Shipped, Completed or Cancelled.
+- Create and update return HTTP 200 with the order.
 """
 
 from __future__ import annotations
@@ -119,12 +122,10 @@ async def create_order(
 
 
 def insert_order(
-    state: SandboxState,
-    company: FlourishCompany,
-    facility: Record,
+    state: SandboxState, company: FlourishCompany, facility: Record,
     body: dict[str, Any],
-) -> Record:
-    """Validate a create body completely, then store the order; call under the lock."""
+) -> Record:  # fmt: skip
+    """Validate a create body completely, then store the order (under the lock)."""
     check_party_shapes(body)
     _require_sales_rep(facility, body)
     if not isinstance(body.get("destination"), dict):
@@ -134,6 +135,19 @@ def insert_order(
         name: extras(state, body, name) for name in ("notes", "charges", "discounts")
     }
 
+    parties = _parties(state, company, body)
+    order = _new_order(state, facility, body)
+    order.update(parties, order_lines=lines, **extra)
+    _set_totals(order)
+    company.outbound_orders[order["id"]] = order
+    company.bump("outbound_orders")
+    return order
+
+
+def _parties(
+    state: SandboxState, company: FlourishCompany, body: dict[str, Any]
+) -> Record:
+    """Resolve (or create) the destination, distributor and sales rep of a body."""
     destination = resolve_destination(
         state, company, body["destination"], "destination"
     )
@@ -142,22 +156,14 @@ def insert_order(
         distributor = resolve_destination(
             state, company, body["distributor"], "distributor"
         )
-    rep = (
-        resolve_sales_rep(state, company, body["sales_rep"])
-        if body.get("sales_rep")
-        else None
-    )
-
-    order = _new_order(state, facility, body)
-    order.update(
-        destination=destination_snapshot(destination),
-        distributor=destination_snapshot(distributor),
-    )
-    order.update(sales_rep=rep_snapshot(rep), order_lines=lines, **extra)
-    _set_totals(order)
-    company.outbound_orders[order["id"]] = order
-    company.bump("outbound_orders")
-    return order
+    rep = None
+    if body.get("sales_rep"):
+        rep = resolve_sales_rep(state, company, body["sales_rep"])
+    return {
+        "destination": destination_snapshot(destination),
+        "distributor": destination_snapshot(distributor),
+        "sales_rep": rep_snapshot(rep),
+    }
 
 
 def _require_sales_rep(facility: Record, body: dict[str, Any]) -> None:

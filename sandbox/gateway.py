@@ -2,7 +2,7 @@
 
 Every request to ``/apex/api`` or ``/flourish/external/api`` is counted first.
 Apex requests then pass the per-token rate limit and the monthly credit
-check. Last, the API's fault settings may delay the request, answer in its
+check. Last, the API's fault settings may delay the request, respond in its
 place, or handle it and then spoil the response.
 """
 
@@ -146,7 +146,7 @@ def _admit_apex(
         if usage is None:
             return None, decision.headers
         if usage.exhausted():
-            # Waiting does not help here, so the answer has no Retry-After.
+            # Waiting does not help here, so the response has no Retry-After.
             body = {
                 "message": "Monthly API credit allowance exhausted. Raise the "
                 "spending cap or wait for next month."
@@ -216,7 +216,7 @@ async def _run_with_faults(
 async def _answer_instead(
     api: str, plan: FaultPlan, spec: FaultSpec, send: Send, raw_send: Send
 ) -> None:
-    """Answer without handling the request: a 5xx, a 429 or a dropped connection."""
+    """Respond without handling the request: a 5xx, a 429 or a dropped connection."""
     if plan.kind == "drop":
         await drop_connection(raw_send)
     elif plan.kind == "error":
@@ -291,7 +291,7 @@ async def _replay(send: Send, captured: Captured, body: bytes) -> None:
 async def drop_connection(raw_send: Send) -> None:
     """Close the client's connection without a response.
 
-    uvicorn passes its per-request cycle's bound ``send``, whose object holds
+    uvicorn passes its per-request cycle's bound ``send``, whose object keeps
     the transport; aborting it is the only way an ASGI app can hang up.
     """
     transport = getattr(getattr(raw_send, "__self__", None), "transport", None)

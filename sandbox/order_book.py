@@ -1,7 +1,12 @@
 """Apex shipping orders: building them from batches, stock, status and splits.
 
-Placing an order takes its ``inventory_quantity`` off each batch, as Apex
-deducts stock when an order is placed. All functions expect the state lock.
+Placing an order takes its ``inventory_quantity`` off each batch, and
+changing the lines returns the old quantities first. All functions expect the
+state lock.
+
+NOTE: Apex documents the deduction only for API carts. When storefront orders
+deduct stock, and whether cancelling restores it, is not documented, so the
+sandbox deducts at placement and restores nothing on cancellation.
 """
 
 from __future__ import annotations

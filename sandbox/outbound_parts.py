@@ -1,9 +1,12 @@
 """Parts of a Flourish outbound order: lines, parties (destination, rep), extras.
 
-Rules from the Flourish API documentation: one unknown SKU or item fails the
-whole order; a destination, distributor or sales rep sent with ``id`` must
-carry no other field; without ``id`` a destination is matched by name and a
-sales rep by email, and created when nothing matches.
+Rules from the Flourish API documentation:
+
+- One unknown SKU or item fails the whole order.
+- A destination, distributor or sales rep sent with ``id`` must carry no other
+  field.
+- Without ``id``, a destination is matched by name and a sales rep by email.
+  Either is created when nothing matches.
 """
 
 from __future__ import annotations
@@ -151,11 +154,11 @@ def resolve_destination(
             raise flourish_error(400, f"{name}.id {party['id']} was not found.")
         return found
 
-    wanted = str(party.get("name") or "").strip()
-    if not wanted:
+    requested = str(party.get("name") or "").strip()
+    if not requested:
         raise flourish_error(400, f"{name} needs an id or a name.")
     for destination in company.destinations.values():
-        if destination["name"].lower() == wanted.lower():
+        if destination["name"].lower() == requested.lower():
             return destination
     return _create_destination(state, company, party, name)
 
@@ -188,8 +191,10 @@ def resolve_sales_rep(
     state: SandboxState, company: FlourishCompany, party: dict[str, Any]
 ) -> Record:
     if "id" in party:
-        wanted = to_decimal(party["id"])
-        found = company.sales_reps.get(int(wanted)) if wanted is not None else None
+        requested = to_decimal(party["id"])
+        found = (
+            company.sales_reps.get(int(requested)) if requested is not None else None
+        )
         if found is None:
             raise flourish_error(400, f"sales_rep.id {party['id']} was not found.")
         return found

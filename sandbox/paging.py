@@ -138,7 +138,7 @@ def _flourish_int(request: Request, name: str, default: int) -> int:
 
 
 def flourish_window(request: Request) -> tuple[int, int]:
-    """Return (offset, limit); limit above 50 or negative values answer 400."""
+    """Return (offset, limit), or raise a 400 error for a limit above 50."""
     limit = _flourish_int(request, "limit", FLOURISH_MAX_LIMIT)
     offset = _flourish_int(request, "offset", 0)
     if limit > FLOURISH_MAX_LIMIT:

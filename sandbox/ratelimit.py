@@ -1,7 +1,7 @@
 """Apex's per-token rate limit: 15 requests in any one-second window.
 
-The Apex OpenAPI document states the limit and the headers: every response
-carries ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining``; a request over the
+The Apex OpenAPI document states the limit and the headers. Every response
+carries ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining``. A request over the
 limit gets 429 with ``Retry-After`` (seconds) and ``X-RateLimit-Reset`` (epoch).
 """
 
@@ -22,7 +22,7 @@ class LimitDecision:
 
 @dataclass
 class SlidingWindowLimiter:
-    """Sliding one-second window per key; rejected requests do not use a slot."""
+    """Sliding one-second window per key. A rejected request does not use a slot."""
 
     per_second: int = APEX_REQUESTS_PER_SECOND
     enabled: bool = True

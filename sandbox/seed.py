@@ -48,13 +48,16 @@ def populate(state: SandboxState, packages: int) -> None:
     if packages < 0:
         raise ValueError(f"packages must be 0 or more, got {packages}")
     rng = random.Random(state.seed)
+    # Credentials and facility ids come from their own generator, so they stay
+    # the same whatever the package count.
+    id_rng = random.Random(f"credentials:{state.seed}")
     state.package_target = packages
-    plans = plan_facilities(rng, packages)
+    plans = plan_facilities(id_rng, packages)
 
     for spec, tenant_plans in zip(TENANTS, plans, strict=True):
         flourish = seed_flourish_company(state, rng, spec, tenant_plans)
         apex = seed_apex_company(state, rng, spec, flourish)
-        issue_credentials(state, rng, spec, apex, tenant_plans)
+        issue_credentials(state, id_rng, spec, apex, tenant_plans)
 
     state.created_at = utcnow()
     logger.info("sandbox seeded seed=%s packages=%s", state.seed, packages)

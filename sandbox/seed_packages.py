@@ -38,7 +38,7 @@ class FacilityItems:
 
 @dataclass
 class PackageContext:
-    """What every package of one facility shares."""
+    """Inputs shared by every package of one facility."""
 
     plan: FacilityPlan
     items: FacilityItems
@@ -226,8 +226,8 @@ def _package_place(rng: random.Random, context: PackageContext) -> Record:
 
 
 def _lock(can_add_to_outbound_order: bool) -> Record:
-    # Flourish counts locked stock as non-available, so available_qty is 0 and
-    # the lock code says whether the package may still go on outbound orders.
+    # Flourish counts locked stock as non-available, so available_qty is 0. The
+    # lock code's flag decides whether the package may still go on outbound orders.
     name = "Sales Hold" if can_add_to_outbound_order else "QA Hold"
     return {
         "is_locked": True,

@@ -38,7 +38,7 @@ class ApiCounters:
         self._record_window(caller, now)
 
     def _record_window(self, caller: str, now: float) -> None:
-        # The window holds the arrival times of the last second, so its length
+        # The window contains the arrival times of the last second, so its length
         # after appending is the count of requests in (now - 1 s, now].
         window = self.windows.setdefault(caller, deque())
         while window and window[0] <= now - 1.0:

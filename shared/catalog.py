@@ -30,6 +30,23 @@ TAXONOMY_MAX_AGE = timedelta(hours=24)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+#: Other spellings of Flourish's cannabinoid keys: Apex names a cannabinoid in
+#: full ("Cannabidiol") and abbreviates it ("CBD", "D9-THC").
+CANNABINOID_ALIASES: dict[str, tuple[str, ...]] = {
+    "thc": ("tetrahydrocannabinol",),
+    "thca": ("tetrahydrocannabinolic acid",),
+    "thcv": ("tetrahydrocannabivarin",),
+    "delta_8_thc": ("d8-thc", "delta-8 thc", "delta-8 tetrahydrocannabinol"),
+    "delta_9_thc": ("d9-thc", "delta-9 thc", "delta-9 tetrahydrocannabinol"),
+    "cbd": ("cannabidiol",),
+    "cbda": ("cannabidiolic acid",),
+    "cbdv": ("cannabidivarin",),
+    "cbg": ("cannabigerol",),
+    "cbn": ("cannabinol",),
+    "tac": ("total active cannabinoids", "total cannabinoids"),
+}
+
+
 def normalise_name(name: str) -> str:
     """Fold a cannabinoid or terpene name for matching ("Beta-Caryophyllene")."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
@@ -44,7 +61,12 @@ class Taxonomy:
     units: dict[int, str] = field(default_factory=dict)
 
     def cannabinoid_id(self, name: str) -> int | None:
-        return self.cannabinoids.get(normalise_name(name))
+        """Find the Apex id of a Flourish cannabinoid name such as ``delta_9_thc``."""
+        for candidate in (name, *CANNABINOID_ALIASES.get(name, ())):
+            found = self.cannabinoids.get(normalise_name(candidate))
+            if found is not None:
+                return found
+        return None
 
     def terpene_id(self, name: str) -> int | None:
         return self.terpenes.get(normalise_name(name))

@@ -28,6 +28,7 @@ class PackageFacts:
     status: str | None
     room: str | None
     available: str
+    quantity: str
     uom: str
     locked: bool
     lock_allows_outbound: bool
@@ -37,6 +38,18 @@ class PackageFacts:
     lab_result_id: str | None
     unit_weight: str | None
     unit_weight_uom: str | None
+
+    def sellable(self) -> Decimal:
+        """Return the quantity that may be offered.
+
+        Flourish counts locked stock as not available; a lock code that allows
+        outbound orders makes it sellable all the same.
+        """
+        # NOTE: ``qty`` also holds any allocated part of the package; Flourish
+        # reports no finer split on a package row.
+        if self.locked and self.lock_allows_outbound:
+            return Decimal(self.quantity)
+        return Decimal(self.available)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +69,7 @@ def facts_from_row(row: Any) -> PackageFacts:
         status=getattr(row, "package_status", None),
         room=getattr(row, "area_name", None),
         available=str(row.available_qty),
+        quantity=str(getattr(row, "qty", None) or row.available_qty),
         uom=row.uom,
         locked=bool(getattr(row, "is_locked", False)),
         lock_allows_outbound=bool(
@@ -77,7 +91,7 @@ def skip_reason(facts: PackageFacts, facility: Facility) -> str | None:
         return f"not in the wholesale room {room!r} (room {facts.room!r})"
     if facts.locked and not facts.lock_allows_outbound:
         return "locked with a lock code that does not allow outbound orders"
-    if Decimal(facts.available) <= 0:
+    if facts.sellable() <= 0:
         return "nothing available"
     return None
 
@@ -87,7 +101,7 @@ def offered_quantity(
 ) -> Decimal:
     """Convert the package's available quantity to the product's unit, rounded down."""
     return to_apex_quantity(
-        Decimal(facts.available),
+        facts.sellable(),
         facts.uom,
         product.unit_name or "",
         grams_per_pound=grams_per_pound,

@@ -1,30 +1,50 @@
 """The base task: retry policy, dead letters, poison messages, upstream clients.
 
 Every task of this project uses ``SyncTask``. It decides in one place whether
-a failure is retried (``RetriableError``: exponential backoff with jitter,
-``Retry-After`` honoured, bounded attempts) or given up (anything else, or
-retries exhausted). Giving up writes exactly one dead letter per task id and
-calls the task's ``give_up`` hook so the run or push it belongs to ends
-visibly instead of hanging.
+a failure is retried or given up:
+
+- retried with exponential backoff and jitter, ``Retry-After`` honoured, at
+  most ``task_max_retries`` times: ``RetriableError`` (5xx, timeouts, 429
+  with ``Retry-After``), the soft time limit, and a Redis connection error;
+- given up at once: anything else (``PermanentError``, bugs), a message
+  whose worker died ``max_deliveries`` times, and the hard time limit.
+
+Giving up writes one dead letter per task id and calls the task's
+``give_up`` hook so the run or push it belongs to ends visibly instead of
+hanging. The hard time limit kills the pool process, so the worker's main
+process does that part (``SyncRequest``) and then releases the locks the
+killed process held.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
+import threading
+import time
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+from celery.worker.request import Request
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.orm import Session
 
 from shared.apex.client import ApexClient
-from shared.db import session_scope
+from shared.db import get_engine, session_scope
 from shared.deadletters import record_dead_letter, resolve_replayed
 from shared.errors import RetriableError, SyncError
 from shared.flourish.client import FlourishClient
+from shared.locks import release_locks_of
 from shared.logging import register_secret
 from shared.models import Facility, Tenant
 from shared.ratelimit import RedisTokenBucket
@@ -38,13 +58,28 @@ logger = logging.getLogger(__name__)
 BASE_RETRY_SECONDS = 2.0
 DELIVERY_KEY_TTL = 24 * 60 * 60
 REPLAY_KEY_PREFIX = "apexsync:replay:"
+#: Seconds the worker's main process waits for a pool process it killed at
+#: the hard time limit to exit before releasing that process's locks.
+CHILD_EXIT_WAIT_SECONDS = 30.0
+
+#: Failures that may pass: a slow or failing upstream, a task that ran out of
+#: its soft time limit (its finished work is committed, so a retry goes on
+#: from there), Redis or the broker unreachable for a moment.
+RETRIABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RetriableError,
+    SoftTimeLimitExceeded,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OperationalError,
+)
 
 
 def retry_countdown(retries: int, retry_after: float | None, maximum: float) -> float:
-    """Seconds before the next attempt: ``Retry-After`` if given, else backoff.
+    """Return seconds to the next attempt: ``Retry-After`` if given, else backoff.
 
     Backoff doubles from BASE_RETRY_SECONDS and takes full jitter in its upper
-    half, so workers that failed together do not retry together.
+    half, so workers that failed together do not retry together. The result
+    never exceeds ``maximum``.
     """
     if retry_after is not None:
         return min(maximum, retry_after + random.uniform(0, 1))
@@ -56,29 +91,45 @@ class PoisonMessage(SyncError):
     """A message whose task killed its worker process on every delivery."""
 
 
+class HardTimeLimitExceeded(SyncError):
+    """A task ran past its hard time limit and its worker process was killed."""
+
+
+class SyncRequest(Request):
+    """The worker's request for a SyncTask; it handles the hard time limit.
+
+    It runs in the worker's main process, because the pool process that ran
+    the task is killed.
+    """
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:
+            _after_hard_timeout(self, timeout)
+        super().on_timeout(soft, timeout)
+
+
 class SyncTask(Task):
     """Base class of every task; see the module docstring."""
 
     abstract = True
     typing = True
+    Request = SyncRequest
+    #: No cap from Celery: ``_retry_or_give_up`` bounds retries after errors,
+    #: and a wait for a lock ends when the lock is released or expires.
+    max_retries = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._delivered_too_often():
-            error = PoisonMessage(
-                f"Task {self.name} was delivered {self._deliveries()} times and its "
-                "worker died each time. It was not run again.",
-                **_ids(kwargs),
-            )
-            self._give_up(error, kwargs, tb=None)
+            self._give_up_poison(args, kwargs)
             raise Ignore()
         try:
             result = self.run(*args, **kwargs)
-        except (Retry, Ignore):
+        except (Retry, Ignore, Reject):
             raise
-        except RetriableError as exc:
-            self._retry_or_give_up(exc, kwargs)
+        except RETRIABLE_ERRORS as exc:
+            self._retry_or_give_up(exc, args, kwargs)
         except Exception as exc:
-            self._give_up(exc, kwargs, tb=traceback.format_exc())
+            self._give_up(exc, args, kwargs, tb=traceback.format_exc())
             raise
         self._after_success()
         return result
@@ -86,13 +137,17 @@ class SyncTask(Task):
     def give_up(self, error: BaseException, kwargs: dict[str, Any]) -> None:
         """Hook for subclasses: end the run or push this task belonged to."""
 
-    def _retry_or_give_up(self, error: RetriableError, kwargs: dict[str, Any]) -> None:
+    def _retry_or_give_up(
+        self, error: BaseException, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> NoReturn:
         settings = get_settings()
+        self._forget_delivery()
         if self.request.retries >= settings.task_max_retries:
-            self._give_up(error, kwargs, tb=traceback.format_exc())
+            self._give_up(error, args, kwargs, tb=traceback.format_exc())
             raise error
+        retry_after = getattr(error, "retry_after", None)
         countdown = retry_countdown(
-            self.request.retries, error.retry_after, settings.max_retry_countdown
+            self.request.retries, retry_after, settings.max_retry_countdown
         )
         logger.warning(
             "task=%s id=%s retry=%d in %.1fs: %s",
@@ -100,64 +155,227 @@ class SyncTask(Task):
             self.request.id,
             self.request.retries + 1,
             countdown,
-            error,
+            error or type(error).__name__,
         )
         raise self.retry(
             exc=error, countdown=countdown, max_retries=settings.task_max_retries
         )
 
     def _give_up(
-        self, error: BaseException, kwargs: dict[str, Any], tb: str | None
+        self,
+        error: BaseException,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        tb: str | None,
+        attempts: int | None = None,
     ) -> None:
-        logger.error("task=%s id=%s gave up: %s", self.name, self.request.id, error)
-        with session_scope() as session:
-            record_dead_letter(
-                session,
-                task_name=self.name,
-                task_id=self.request.id,
-                arguments=kwargs,
-                error=error,
-                traceback_text=tb,
-                attempts=self.request.retries + 1,
-            )
-        try:
-            self.give_up(error, kwargs)
-        except Exception:
-            logger.exception(
-                "task=%s id=%s give_up hook failed", self.name, self.request.id
-            )
+        record_give_up(
+            self,
+            task_id=self.request.id,
+            args=args,
+            kwargs=kwargs,
+            chain=self.request.chain,
+            error=error,
+            tb=tb,
+            attempts=attempts if attempts is not None else self.request.retries + 1,
+        )
+
+    def _give_up_poison(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        crashed = self._deliveries() - 1
+        error = PoisonMessage(
+            f"Task {self.name} was not run again: its worker process died in each "
+            f"of its last {crashed} deliveries.",
+            **_ids(kwargs),
+        )
+        self._give_up(error, args, kwargs, tb=None, attempts=crashed)
 
     def _deliveries(self) -> int:
-        value = get_redis().get(_delivery_key(self.request.id))
+        value = get_redis().get(_delivery_key(self.request.id, self.request.retries))
         return int(value or 0)
 
     def _delivered_too_often(self) -> bool:
         """Count this delivery; tell whether the message already killed workers.
 
-        Retries are new messages and start again at one: only redeliveries of
-        the same message after a lost worker add up here.
+        A retry is a new message and starts again at one: only redeliveries
+        of the same message after a lost worker add up here. Without Redis
+        the count is skipped and the task runs.
         """
         if self.request.is_eager or not self.request.id:
             return False
-        key = _delivery_key(self.request.id)
-        client = get_redis()
-        count = int(client.incr(key))
-        client.expire(key, DELIVERY_KEY_TTL)
+        key = _delivery_key(self.request.id, self.request.retries)
+        try:
+            client = get_redis()
+            count = int(client.incr(key))
+            client.expire(key, DELIVERY_KEY_TTL)
+        except RedisError as exc:
+            logger.warning(
+                "task=%s id=%s delivery not counted: %s",
+                self.name,
+                self.request.id,
+                exc,
+            )
+            return False
         return count > get_settings().max_deliveries
 
-    def _after_success(self) -> None:
+    def _forget_delivery(self) -> None:
         if self.request.is_eager or not self.request.id:
             return
-        client = get_redis()
-        client.delete(_delivery_key(self.request.id))
-        if client.delete(REPLAY_KEY_PREFIX + self.request.id):
+        try:
+            get_redis().delete(_delivery_key(self.request.id, self.request.retries))
+        except RedisError as exc:
+            logger.warning(
+                "task=%s id=%s delivery count kept: %s", self.name, self.request.id, exc
+            )
+
+    def _after_success(self) -> None:
+        """Forget the delivery count; close the dead letter this task replayed."""
+        if self.request.is_eager or not self.request.id:
+            return
+        self._forget_delivery()
+        try:
+            replayed = get_redis().delete(REPLAY_KEY_PREFIX + self.request.id)
+        except RedisError as exc:
+            logger.warning(
+                "task=%s id=%s replay flag unread: %s", self.name, self.request.id, exc
+            )
+            return
+        if replayed:
             with session_scope() as session:
                 resolve_replayed(session, self.request.id)
+            logger.info(
+                "task=%s id=%s replay succeeded; dead letter resolved",
+                self.name,
+                self.request.id,
+            )
 
 
-def _delivery_key(task_id: str | None) -> str:
+def record_give_up(
+    task: SyncTask,
+    *,
+    task_id: str | None,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    chain: Sequence[Any] | None,
+    error: BaseException,
+    tb: str | None,
+    attempts: int,
+) -> None:
+    """Write the dead letter of a task that gave up, then call its ``give_up`` hook.
+
+    Neither step may hide the original error, so their own failures are
+    logged instead of raised.
+    """
+    logger.error(
+        "task=%s id=%s gave up after %d attempts: %s",
+        task.name,
+        task_id,
+        attempts,
+        error,
+    )
+    try:
+        with session_scope() as session:
+            record_dead_letter(
+                session,
+                task_name=task.name,
+                task_id=task_id,
+                arguments=kwargs,
+                args=args,
+                chain=chain,
+                error=error,
+                traceback_text=tb,
+                attempts=attempts,
+            )
+    except Exception:
+        logger.exception("task=%s id=%s dead letter not written", task.name, task_id)
+    try:
+        task.give_up(error, kwargs)
+    except Exception:
+        logger.exception("task=%s id=%s give_up hook failed", task.name, task_id)
+
+
+def _after_hard_timeout(request: Request, timeout: float) -> None:
+    """Give up a task whose pool process is being killed, then free its locks."""
+    task = request.task
+    pid = request.worker_pid
+    if isinstance(task, SyncTask):
+        error = HardTimeLimitExceeded(
+            f"Task {task.name} ran past its hard time limit of {timeout:g} s, so "
+            f"its worker process {pid} was killed.",
+            **_ids(request.kwargs),
+        )
+        _, _, embed = request._payload
+        record_give_up(
+            task,
+            task_id=request.id,
+            args=request.args,
+            kwargs=request.kwargs,
+            chain=(embed or {}).get("chain"),
+            error=error,
+            tb=None,
+            attempts=int(request.request_dict.get("retries") or 0) + 1,
+        )
+    if pid:
+        threading.Thread(
+            target=_release_locks_after_exit,
+            args=(pid,),
+            name=f"release-locks-{pid}",
+            daemon=True,
+        ).start()
+
+
+def _release_locks_after_exit(pid: int) -> None:
+    deadline = time.monotonic() + CHILD_EXIT_WAIT_SECONDS
+    while _process_alive(pid):
+        if time.monotonic() > deadline:
+            logger.warning("pid=%s still alive; its locks expire instead", pid)
+            return
+        time.sleep(0.1)
+    try:
+        released = release_locks_of(get_redis(), socket.gethostname(), pid)
+    except RedisError as exc:
+        logger.warning("pid=%s locks not released, they expire instead: %s", pid, exc)
+        return
+    if released:
+        logger.warning(
+            "pid=%s killed at the hard time limit; released %s", pid, released
+        )
+
+
+def _process_alive(pid: int) -> bool:
+    """Tell whether ``pid`` runs; a zombie (exited, not yet reaped) does not."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return _signalable(pid)
+    return fields[0] not in ("Z", "X")
+
+
+def _signalable(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@worker_process_init.connect
+def _reset_connections_after_fork(**_: Any) -> None:
+    """Give each pool process its own database connections.
+
+    A pool process forked after the main process used the database would
+    share its sockets (SQLAlchemy's rule for ``fork``: dispose in the child
+    without closing the parent's connections).
+    """
+    get_engine().dispose(close=False)
+
+
+def _delivery_key(task_id: str | None, retries: int) -> str:
     # Retries keep the task id, so the retry count is part of the key.
-    return f"apexsync:deliveries:{task_id}"
+    return f"apexsync:deliveries:{task_id}:{retries}"
 
 
 def _ids(kwargs: dict[str, Any]) -> dict[str, Any]:

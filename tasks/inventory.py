@@ -461,7 +461,7 @@ def _plan_quantity(
     if quantity <= 0:
         reason = (
             f"less than one {product.unit_name} available after conversion "
-            f"({item.available} {item.uom})"
+            f"({item.sellable()} {item.uom})"
         )
         runs.record_outcome(
             session, run, item.tag, "skipped", sku=item.sku, reason=reason

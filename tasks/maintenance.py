@@ -10,12 +10,15 @@ lost after all does no harm.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from shared import runs
 from shared.db import session_scope
+from shared.errors import PermanentError
 from shared.models import ACTIVE_RUN_STATES, SyncRun, utcnow
 from shared.settings import get_settings
 from tasks.base import SyncTask
@@ -40,6 +43,10 @@ def reconcile(self: SyncTask) -> int:
 
 
 def reconcile_runs(limit: int = 200) -> int:
+    """Re-enqueue the next step of each run past its deadline; return how many.
+
+    A run re-enqueued MAX_REENQUEUES times is failed as stuck instead.
+    """
     now = utcnow()
     deadline = timedelta(seconds=get_settings().run_deadline_seconds)
     republish: list[tuple[int, str, runs.PageToken]] = []
@@ -67,3 +74,19 @@ def reconcile_runs(limit: int = 200) -> int:
         else:
             publish_page(run_id, token)
     return len(republish)
+
+
+@app.task(base=SyncTask, bind=True, name="maintenance.crash_worker")
+def crash_worker(self: SyncTask) -> None:
+    """Kill this task's own worker process, as a message that crashes it would.
+
+    A test hook for poison messages: it runs only when APEXSYNC_ENVIRONMENT
+    is "test", and elsewhere it fails into the dead letters instead.
+    """
+    if get_settings().environment != "test":
+        raise PermanentError(
+            "maintenance.crash_worker kills its worker process and runs only when "
+            "APEXSYNC_ENVIRONMENT is test."
+        )
+    logger.warning("pid=%s killing this worker process (test hook)", os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)

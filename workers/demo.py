@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from shared.settings import GRAMS_PER_POUND
 from workers.embedded import EmbeddedValkey, free_port
 
-console = Console()
+# A pipe or a log file gets wide tables too, so the summary stays readable.
+console = Console(width=None if sys.stdout.isatty() else 120)
 STATE_DIR = Path(".state/demo")
 
 
@@ -206,6 +209,9 @@ def register_sandbox_tenants(seed: dict[str, Any]) -> list[int]:
                 tenant = Tenant(
                     name=tenant_seed["name"],
                     apex_token_encrypted=vault.encrypt(tenant_seed["apex_token"]),
+                    grams_per_pound=Decimal(
+                        str(tenant_seed.get("grams_per_pound") or GRAMS_PER_POUND)
+                    ),
                     auto_push_orders=False,
                 )
                 session.add(tenant)

@@ -52,6 +52,12 @@ def test_seed_package_count_is_configurable() -> None:
     assert len(list(small.all_packages())) == 90
 
 
+def test_seed_credentials_ignore_package_count(state: SandboxState) -> None:
+    small = SandboxState.seeded(packages=30)
+
+    assert small.seed_summary()["tenants"] == state.seed_summary()["tenants"]
+
+
 def test_seed_is_deterministic(state: SandboxState) -> None:
     again = SandboxState.seeded()
 

@@ -1,0 +1,248 @@
+"""Benchmarks of the sync pipeline against the sandbox: ``python -m tests.bench``.
+
+Runs every scenario on the embedded default (Valkey + SQLite) and on the
+machine's Redis (db 14) and PostgreSQL when they answer, then rewrites
+BENCHMARKS.md. ``--quick`` uses smaller sizes and one repetition and
+finishes in under 5 minutes. Benchmarks report figures and never fail on
+time; the exit status is non-zero only when a scenario raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.bench_env import Backend, Harness, SandboxProcess, embedded_backend
+from tests.bench_env import machine_backend
+from tests.helpers import PROJECT
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and repetitions of one benchmark run."""
+
+    name: str
+    rate_packages: int
+    rate_latencies_ms: tuple[float, ...]
+    rate_repeats: int
+    overhead_packages: int
+    overhead_repeats: int
+    dispatch_facilities: int
+    tenants: int
+    tenant_packages: int
+    concurrencies: tuple[tuple[str, int], ...]
+    tenant_window: float
+    tenant_latency_ms: float
+    growth_sizes: tuple[int, ...]
+    changed: tuple[int, ...]
+    memory_packages: int
+    machine_scenarios: tuple[str, ...] = field(default=())
+
+
+FULL = Profile(
+    name="full",
+    rate_packages=2000,
+    rate_latencies_ms=(0.0, 50.0),
+    rate_repeats=3,
+    overhead_packages=2000,
+    overhead_repeats=3,
+    dispatch_facilities=10000,
+    tenants=50,
+    tenant_packages=400,
+    concurrencies=(("prefork", 1), ("prefork", 2), ("prefork", 4), ("threads", 16)),
+    tenant_window=30.0,
+    tenant_latency_ms=20.0,
+    growth_sizes=(500, 2000, 10000),
+    changed=(0, 10, 100, 1000),
+    memory_packages=10000,
+    machine_scenarios=("rate", "overhead", "dispatch", "tenants", "growth"),
+)
+
+QUICK = Profile(
+    name="quick",
+    rate_packages=300,
+    rate_latencies_ms=(0.0,),
+    rate_repeats=1,
+    overhead_packages=1000,
+    overhead_repeats=2,
+    dispatch_facilities=10000,
+    tenants=50,
+    tenant_packages=100,
+    concurrencies=(("prefork", 1), ("prefork", 2), ("threads", 16)),
+    tenant_window=10.0,
+    tenant_latency_ms=20.0,
+    growth_sizes=(250, 1000),
+    changed=(0, 10, 100),
+    memory_packages=1000,
+    machine_scenarios=("overhead", "dispatch"),
+)
+
+SCENARIOS = ("rate", "overhead", "dispatch", "tenants", "growth")
+
+
+def run_scenarios(
+    harness: Harness, profile: Profile, names: tuple[str, ...]
+) -> dict[str, Any]:
+    """Run the named scenarios on one backend; a failure is recorded, not raised."""
+    from tests import bench_fleet, bench_scenarios
+
+    steps: dict[str, Callable[[], Any]] = {
+        "rate": lambda: [
+            bench_scenarios.rate_limit_use(
+                harness, profile.rate_packages, latency, profile.rate_repeats
+            )
+            for latency in profile.rate_latencies_ms
+        ],
+        "overhead": lambda: bench_scenarios.pipeline_overhead(
+            harness, profile.overhead_packages, profile.overhead_repeats
+        ),
+        "dispatch": lambda: bench_fleet.dispatcher(
+            harness, profile.dispatch_facilities
+        ),
+        "tenants": lambda: bench_fleet.many_tenants(
+            harness,
+            profile.tenants,
+            profile.tenant_packages,
+            list(profile.concurrencies),
+            profile.tenant_window,
+            profile.tenant_latency_ms,
+        ),
+        "growth": lambda: bench_scenarios.growth(
+            harness,
+            list(profile.growth_sizes),
+            list(profile.changed),
+            profile.memory_packages,
+        ),
+    }
+    results: dict[str, Any] = {}
+    for name in names:
+        started = time.monotonic()
+        logger.info("backend=%s scenario=%s starting", harness.backend.name, name)
+        try:
+            results[name] = steps[name]()
+        except Exception:
+            logger.exception(
+                "backend=%s scenario=%s failed", harness.backend.name, name
+            )
+            results[name] = {"error": traceback.format_exc(limit=8)}
+        finally:
+            harness.stop_workers()
+        results[name + "_seconds"] = time.monotonic() - started
+    return results
+
+
+def run(profile: Profile, backends: tuple[str, ...], names: tuple[str, ...]) -> dict:
+    """Run the benchmark on each backend; return every figure."""
+    workdir = Path(tempfile.mkdtemp(prefix="apexsync-bench-"))
+    started = time.monotonic()
+    report: dict[str, Any] = {"profile": asdict(profile), "backends": {}}
+    sandbox = SandboxProcess(workdir, packages=0)
+    try:
+        for name in backends:
+            backend, stop = _backend(name, workdir)
+            if backend is None:
+                report["backends"][name] = {"skipped": "Redis or PostgreSQL is down"}
+                continue
+            wanted = names if name == "embedded" else _machine_names(profile, names)
+            harness = Harness(backend, sandbox, workdir / name)
+            harness.workdir.mkdir(parents=True, exist_ok=True)
+            try:
+                report["backends"][name] = {
+                    "title": backend.title,
+                    "results": run_scenarios(harness, profile, wanted),
+                }
+            finally:
+                harness.stop_workers()
+                stop()
+    finally:
+        sandbox.stop()
+    report["seconds"] = time.monotonic() - started
+    shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def _machine_names(profile: Profile, names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in names if name in profile.machine_scenarios)
+
+
+def _backend(name: str, workdir: Path) -> tuple[Backend | None, Callable[[], None]]:
+    if name == "embedded":
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+        backend, valkey = embedded_backend(workdir / name)
+        return backend, valkey.stop
+    return machine_backend(), lambda: None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="Benchmark the sync pipeline against the sandbox and write "
+        "BENCHMARKS.md.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes, one repetition"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--backends",
+        default="embedded,machine",
+        help="comma-separated subset of embedded, machine",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=PROJECT / "BENCHMARKS.md",
+        help="Markdown file to rewrite (default: BENCHMARKS.md)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    for noisy in ("httpx", "celery", "kombu", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    profile = QUICK if args.quick else FULL
+    names = tuple(name for name in args.scenarios.split(",") if name)
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    report = run(profile, tuple(args.backends.split(",")), names)
+
+    from tests.bench_report import render
+
+    raw = PROJECT / ".state" / "bench" / f"results-{profile.name}.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(report, indent=1, default=str))
+    args.output.write_text(render(report))
+    logger.info("wrote %s and %s in %.0f s", args.output, raw, report["seconds"])
+    failed = [
+        f"{backend}/{name}"
+        for backend, data in report["backends"].items()
+        for name, value in data.get("results", {}).items()
+        if isinstance(value, dict) and "error" in value
+    ]
+    if failed:
+        logger.error("scenarios that raised: %s", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
