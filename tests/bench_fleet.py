@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from statistics import quantiles
+from statistics import median, quantiles
 from typing import Any
 
 import redis
@@ -23,11 +23,22 @@ PUSHED_STAGES = ("Accepted", "Pending Shipment")
 PUSHED_BUYER_CASES = ("clean", "cosmetic")
 
 
-def dispatcher(harness: Harness, facilities: int) -> dict[str, Any]:
-    """Scenario 4: claim ``facilities`` due facilities and publish a start_run each."""
+def dispatcher(harness: Harness, facilities: int, repeats: int) -> dict[str, Any]:
+    """Scenario 4: claim ``facilities`` due facilities and publish a start_run
+    each, ``repeats`` times on fresh storage; medians of each figure."""
+    runs = [_dispatch_once(harness, facilities) for _ in range(repeats)]
+    medians = {
+        key: median(run[key] for run in runs if run[key] is not None)
+        for key in runs[0]
+        if key.endswith("_seconds") and runs[0][key] is not None
+    }
+    return {"facilities": facilities, "repeats": repeats, "runs": runs} | medians
+
+
+def _dispatch_once(harness: Harness, facilities: int) -> dict[str, Any]:
     from shared.db import session_scope
-    from shared.runs import dispatch_due
     from shared.models import utcnow
+    from shared.runs import dispatch_due
     from tasks.inventory import publish_run
 
     harness.prepare(packages=0, rate_limit=None)

@@ -7,6 +7,7 @@ that ``tests.bench_report`` turns into BENCHMARKS.md.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
@@ -104,7 +105,7 @@ def _idle_gaps(apex: list[dict[str, Any]], threshold: float = 0.2) -> list[float
     ordered = sorted(apex, key=lambda item: item["started"])
     gaps = [
         later["started"] - earlier["ended"]
-        for earlier, later in zip(ordered, ordered[1:], strict=False)
+        for earlier, later in itertools.pairwise(ordered)
     ]
     return [gap for gap in gaps if gap > threshold]
 

@@ -29,7 +29,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table.")

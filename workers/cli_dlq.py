@@ -16,7 +16,7 @@ from shared.models import DeadLetter
 
 dlq_app = typer.Typer(help="Dead letters: tasks that gave up.", no_args_is_help=True)
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table.")
