@@ -53,6 +53,7 @@ def expected_batches(sandbox: Any) -> dict[str, dict[str, Any]]:
                 package, facility, products, Decimal(tenant["grams_per_pound"])
             )
             if batch is not None:
+                batch["tenant"] = tenant["name"]
                 batch["lab"] = flourish.lab_results.get(
                     str(package.get("lab_test_result_id"))
                 )
@@ -319,3 +320,25 @@ def _reconcile_until_done(
         errors = {run.id: run.error for run in session.scalars(select(SyncRun))}
     for run_id in run_ids:
         assert run_state(run_id) == "succeeded", errors[run_id]
+
+
+def test_lab_results_fetched_once_per_result(service: Any) -> None:
+    service.start_worker(concurrency=2)
+    expected = expected_batches(service.sandbox)
+    result_ids = {
+        (b["tenant"], str(b["package"]["lab_test_result_id"]))
+        for b in expected.values()
+        if b["package"].get("lab_test_result_id")
+    }
+
+    # One facility at a time: two facilities of one tenant syncing at once
+    # may both miss the shared cache for the same result.
+    for facility_id in service.register_tenants():
+        assert wait_for_run(start_sync(facility_id)) == "succeeded"
+
+    per_path = sandbox_json(service.sandbox, "/_sandbox/stats")["flourish"]["per_path"]
+    lab_requests = sum(
+        count for path, count in per_path.items() if "lab-test-results" in path
+    )
+    assert lab_requests == len(result_ids)
+    assert lab_requests < len(expected)

@@ -1,4 +1,4 @@
-"""``apexsync sync inventory``, ``runs list`` and ``runs show`` against real services."""
+"""The sync and runs commands of the CLI against real services."""
 
 from __future__ import annotations
 
