@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -63,15 +66,33 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Apex API:      {base}/apex/api")
     print(f"Flourish API:  {base}/flourish/external/api")
     print(f"Credentials:   {base}/_sandbox/seed")
+    app = create_app(state)
+    if args.state_file is not None:
+        _save_on_shutdown(app, state, args.state_file)
     uvicorn.run(
-        create_app(state),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         access_log=args.access_log,
     )
-    if args.state_file is not None:
-        save_state(state, args.state_file)
+
+
+def _save_on_shutdown(app: Any, state: SandboxState, path: Path) -> None:
+    """Save the data when uvicorn shuts down.
+
+    uvicorn re-raises SIGTERM after its shutdown, so code after ``uvicorn.run``
+    never runs; its lifespan shutdown does.
+    """
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
+        async with inner(application) as value:
+            yield value
+        save_state(state, path)
+
+    app.router.lifespan_context = lifespan
 
 
 if __name__ == "__main__":

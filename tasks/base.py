@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
@@ -96,16 +97,30 @@ class HardTimeLimitExceeded(SyncError):
 
 
 class SyncRequest(Request):
-    """The worker's request for a SyncTask; it handles the hard time limit.
+    """The worker's request for a SyncTask: it cleans up after a lost pool process.
 
-    It runs in the worker's main process, because the pool process that ran
-    the task is killed.
+    It runs in the worker's main process. When the pool process running the
+    task dies (killed, or killed at the hard time limit), the locks it held
+    are released once it has exited, so the redelivered task or the next
+    run need not wait for them to expire.
     """
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
             _after_hard_timeout(self, timeout)
         super().on_timeout(soft, timeout)
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        pid = self.worker_pid
+        super().on_failure(
+            exc_info, send_failed_event=send_failed_event, return_ok=return_ok
+        )
+        # Celery may wrap the exception to carry its traceback.
+        error = getattr(exc_info.exception, "exc", exc_info.exception)
+        if isinstance(error, WorkerLostError) and pid:
+            _release_locks_when_exited(pid)
 
 
 class SyncTask(Task):
@@ -315,12 +330,17 @@ def _after_hard_timeout(request: Request, timeout: float) -> None:
             attempts=int(request.request_dict.get("retries") or 0) + 1,
         )
     if pid:
-        threading.Thread(
-            target=_release_locks_after_exit,
-            args=(pid,),
-            name=f"release-locks-{pid}",
-            daemon=True,
-        ).start()
+        _release_locks_when_exited(pid)
+
+
+def _release_locks_when_exited(pid: int) -> None:
+    """Release the locks of pool process ``pid`` once it has exited, in a thread."""
+    threading.Thread(
+        target=_release_locks_after_exit,
+        args=(pid,),
+        name=f"release-locks-{pid}",
+        daemon=True,
+    ).start()
 
 
 def _release_locks_after_exit(pid: int) -> None:

@@ -1,7 +1,7 @@
 """Benchmarks of the sync pipeline against the sandbox: ``python -m tests.bench``.
 
 Runs every scenario on the embedded default (Valkey + SQLite) and on the
-machine's Redis (db 14) and PostgreSQL when they answer, then rewrites
+machine's Redis (db 14) and PostgreSQL when both respond, then rewrites
 BENCHMARKS.md. ``--quick`` uses smaller sizes and one repetition and
 finishes in under 5 minutes. Benchmarks report figures and never fail on
 time; the exit status is non-zero only when a scenario raised.
@@ -164,13 +164,13 @@ def run(profile: Profile, backends: tuple[str, ...], names: tuple[str, ...]) -> 
             if backend is None:
                 report["backends"][name] = {"skipped": "Redis or PostgreSQL is down"}
                 continue
-            wanted = names if name == "embedded" else _machine_names(profile, names)
+            selected = names if name == "embedded" else _machine_names(profile, names)
             harness = Harness(backend, sandbox, workdir / name)
             harness.workdir.mkdir(parents=True, exist_ok=True)
             try:
                 report["backends"][name] = {
                     "title": backend.title,
-                    "results": run_scenarios(harness, profile, wanted),
+                    "results": run_scenarios(harness, profile, selected),
                 }
             finally:
                 harness.stop_workers()

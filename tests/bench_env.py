@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def machine_backend() -> Backend | None:
             if exists is None:
                 connection.execute(text(f"CREATE DATABASE {POSTGRES_BENCH_DATABASE}"))
         engine.dispose()
-    except Exception as exc:  # any failure means: not available here
+    except Exception as exc:  # any failure means the machine's services are not usable
         logger.warning("machine Redis or PostgreSQL not available: %s", exc)
         return None
     database = POSTGRES_SERVER_URL.rsplit("/", 1)[0] + "/" + POSTGRES_BENCH_DATABASE
@@ -366,7 +366,3 @@ def _epoch(moment: datetime) -> float:
 def seed_packages_for(facility_packages: int) -> int:
     """Seed size that gives the synced facility ``facility_packages`` packages."""
     return round(facility_packages / SYNCED_FACILITY_SHARE)
-
-
-def deadline() -> timedelta:
-    return timedelta(minutes=30)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,21 +285,25 @@ def clean_database(database_url: str) -> None:
             connection.execute(table.delete())
 
 
-@pytest.fixture(scope="module")
-def scan(
-    redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Scan]:
+@contextmanager
+def module_service(
+    redis_url: str,
+    database_url: str,
+    state_dir: Path,
+    packages: int,
+    variables: dict[str, str] | None = None,
+) -> Iterator[tuple[ServiceEnv, ExitStack]]:
+    """Set up what the ``service`` fixture does, for a whole module.
+
+    Yields the environment and an exit stack for more cleanup; worker
+    processes, the sandbox and the environment variables end with the block.
+    """
     from sandbox.server import SandboxServer
 
-    state_dir = tmp_path_factory.mktemp("secret-scan")
     redis.Redis.from_url(redis_url).flushdb()
     clean_database(database_url)
-    capture = RecordCapture()
-    root = logging.getLogger()
-    level = root.level
-
     with ExitStack() as stack, pytest.MonkeyPatch.context() as patch:
-        sandbox = SandboxServer(port=0, packages=300).start()
+        sandbox = SandboxServer(port=0, packages=packages).start()
         stack.callback(sandbox.stop)
         env = ServiceEnv.build(
             database_url=database_url,
@@ -308,24 +312,38 @@ def scan(
             state_dir=state_dir,
             secret_key=TEST_SECRET_KEY,
         )
-        env.variables["APEXSYNC_MAX_RETRY_COUNTDOWN"] = "4"
+        env.variables.update(variables or {})
         for key, value in env.variables.items():
             patch.setenv(key, value)
         reset_caches()
         stack.callback(reset_caches)
+        stack.callback(env.stop_processes)
+        yield env, stack
+
+
+@pytest.fixture(scope="module")
+def scan(
+    redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scan]:
+    state_dir = tmp_path_factory.mktemp("secret-scan")
+    capture = RecordCapture()
+    root = logging.getLogger()
+    level = root.level
+    variables = {"APEXSYNC_MAX_RETRY_COUNTDOWN": "4"}
+
+    with module_service(redis_url, database_url, state_dir, 300, variables) as (
+        env,
+        stack,
+    ):
         root.addHandler(capture)
         root.setLevel(logging.DEBUG)
         stack.callback(root.setLevel, level)
         stack.callback(root.removeHandler, capture)
-        stack.callback(env.stop_processes)
-
-        result = run_scenario(env, sandbox, stack, capture)
-        yield result
+        yield run_scenario(env, stack, capture)
 
 
-def run_scenario(
-    env: ServiceEnv, sandbox: Any, stack: ExitStack, capture: RecordCapture
-) -> Scan:
+def run_scenario(env: ServiceEnv, stack: ExitStack, capture: RecordCapture) -> Scan:
+    sandbox = env.sandbox
     seed = sandbox_json(sandbox, "/_sandbox/seed")
     scan = Scan(known=seeded_secrets(seed))
     scan.known["fernet key"] = TEST_SECRET_KEY

@@ -219,8 +219,8 @@ def add_tenant(
     quantity_mode: str = typer.Option(
         "create_only",
         "--quantity-mode",
-        help="create_only: never overwrite a batch once created. track: keep the "
-        "Apex quantity equal to Flourish's available quantity minus open orders.",
+        help="create_only: never overwrite a batch once created. "
+        "(track, which keeps Apex quantities equal to Flourish's, is not built yet.)",
     ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

@@ -115,6 +115,18 @@ def shown_args(args: Sequence[Any], summary: str) -> str:
     return "()" if not args else f"({len(args)} values not shown)"
 
 
+def summary_options(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, str]:
+    """Return ``argsrepr`` and ``kwargsrepr`` options for ``apply_async``.
+
+    Passed to ``apply_async``, they reach the ``task-sent`` event as well as
+    the message headers.
+    """
+    return {
+        "argsrepr": shown_args(args, describe_task(args, kwargs)),
+        "kwargsrepr": shown_kwargs(kwargs),
+    }
+
+
 @before_task_publish.connect(dispatch_uid="apexsync.task_summary", weak=False)
 def set_task_summary(
     sender: str | None = None,
@@ -125,6 +137,4 @@ def set_task_summary(
     """Replace ``argsrepr`` and ``kwargsrepr`` of an outgoing task message."""
     if headers is None or not isinstance(body, tuple | list) or len(body) < 2:
         return
-    args, kwargs = body[0] or (), body[1] or {}
-    headers["argsrepr"] = shown_args(args, describe_task(args, kwargs))
-    headers["kwargsrepr"] = shown_kwargs(kwargs)
+    headers.update(summary_options(body[0] or (), body[1] or {}))

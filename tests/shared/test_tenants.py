@@ -332,13 +332,13 @@ def test_update_tenant_rejected_token_keeps_old(
     upstreams.apex_api.welcome_error = CredentialsRejected(
         "Unauthenticated.", status=401
     )
-    changes = ops.TenantChanges(apex_token="new-token-value", quantity_mode="track")
+    changes = ops.TenantChanges(apex_token="new-token-value", auto_push_orders=True)
 
     with pytest.raises(ops.CheckFailed):
         ops.update_tenant(session, vault, upstreams, tenant, changes)  # type: ignore[arg-type]
 
     assert vault.decrypt(tenant.apex_token_encrypted) == "apex-token-green"
-    assert tenant.quantity_mode == "create_only"
+    assert tenant.auto_push_orders is False
 
 
 def test_update_tenant_new_token_clears_rejection(

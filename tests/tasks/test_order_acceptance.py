@@ -39,7 +39,6 @@ from workers.demo_orders import push_demo_orders
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 GVF = "Green Valley Farms"
-COASTAL = "Coastal Cultivators"
 ALL_QUEUES = "orders,inventory,default"
 SYNC_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0

@@ -293,16 +293,23 @@ def test_tenants_show_unknown_fails(offline: str) -> None:
 def test_tenants_update_settings_offline(offline: str) -> None:
     store_tenant()
 
-    result = invoke(
-        "tenants", "update", "Offline Farms", "--quantity-mode", "track", "--auto-push"
-    )
+    result = invoke("tenants", "update", "Offline Farms", "--auto-push")
 
     with session_scope() as session:
         tenant = session.scalar(select(Tenant).where(Tenant.name == "Offline Farms"))
         assert tenant is not None
-        mode, auto_push = tenant.quantity_mode, tenant.auto_push_orders
+        auto_push = tenant.auto_push_orders
     assert result.exit_code == 0, result.output
-    assert (mode, auto_push) == ("track", True)
+    assert auto_push is True
+
+
+def test_tenants_update_rejects_track_mode(offline: str) -> None:
+    store_tenant()
+
+    result = invoke("tenants", "update", "Offline Farms", "--quantity-mode", "track")
+
+    assert result.exit_code == 1
+    assert "not supported yet" in result.output
 
 
 def test_tenants_update_without_options_fails(offline: str) -> None:
