@@ -1,4 +1,4 @@
-"""Creating one Apex batch exactly once, whatever crashes in between.
+"""Creating one Apex batch per package, also when a crash interrupts the steps.
 
 The order of steps is the guarantee: an intent row is committed before the
 POST, and the batch id is committed after it. A retry that finds an intent

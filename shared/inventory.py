@@ -20,7 +20,7 @@ THC_NAMES = ("thc", "delta_9_thc", "thca")
 
 @dataclass(frozen=True)
 class PackageFacts:
-    """What the pipeline needs of one Flourish package."""
+    """The fields of one Flourish package that the pipeline uses."""
 
     tag: str
     sku: str
@@ -45,7 +45,7 @@ class PackageFacts:
         Flourish counts locked stock as not available; a lock code that allows
         outbound orders makes it sellable all the same.
         """
-        # NOTE: ``qty`` also holds any allocated part of the package; Flourish
+        # NOTE: ``qty`` also contains any allocated part of the package; Flourish
         # reports no finer split on a package row.
         if self.locked and self.lock_allows_outbound:
             return Decimal(self.quantity)

@@ -1,11 +1,12 @@
 """Sync runs: creating and claiming them, their pages, outcomes and counts.
 
 A run reads Flourish in pages. ``(phase, next_offset)`` on the run names the
-next page still to process; a page's task advances it with a compare-and-set
+next page still to process. A page's task advances it with a compare-and-set
 update, so a task that runs twice (a crash, a redelivery) advances it once.
-Phases: "delta" reads packages changed since the facility's cursor; "pending"
+
+Phases: "delta" reads packages changed since the facility's cursor. "pending"
 reads again the packages earlier runs left over (unmapped SKUs that now have a
-product, failed creations); "done" means only the finish is left.
+product, failed creations). "done" means only the finish is left.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def create_run(
     """Add a queued run for ``facility``; raise SyncAlreadyRunning if one is active.
 
     A unique partial index allows one queued or running run per facility, so
-    the check holds even when two processes try at once.
+    the check stays true even when two processes try at once.
     """
     run = SyncRun(
         tenant_id=facility.tenant_id,

@@ -1,7 +1,7 @@
 """Inventory pipeline tasks: Flourish packages become Apex batches.
 
 For each page of a run: ``fetch_packages`` → ``convert_units`` →
-``create_batches``; the last link enqueues the next page's chain, and after
+``create_batches``. The last link enqueues the next page's chain, and after
 the last page ``finish_run`` closes the run. Every task takes ids, checks that
 its page is still the run's next one, and is safe to run twice.
 """
@@ -224,8 +224,8 @@ def sync_package(
 ) -> int | None:
     """Read one package again in the next sync (the replay of a failed package).
 
-    Marks the package pending as if its product had just changed, then asks
-    for a sync of its facility; an active run picks it up in its last phase.
+    Marks the package pending as if its product had just changed, then requests
+    a sync of its facility; an active run picks it up in its last phase.
     """
     with session_scope() as session:
         facility = session.get(Facility, facility_id)
