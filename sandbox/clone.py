@@ -55,7 +55,7 @@ class CloneRequest(BaseModel):
 
 
 def clone_tenant(state: SandboxState, request: CloneRequest) -> dict[str, Any]:
-    """Add a copy of the tenant ``request.source``; return its seed summary.
+    """Add a copy of the tenant ``request.source`` and return its seed summary.
 
     Raises KeyError for an unknown source and ValueError for a name or a
     credential already in use. Expects the state lock.
@@ -65,7 +65,7 @@ def clone_tenant(state: SandboxState, request: CloneRequest) -> dict[str, Any]:
     if len(request.flourish_api_keys) > len(source.facilities):
         raise ValueError(
             f"Tenant {source.name!r} has {len(source.facilities)} facilities, "
-            f"so at most that many Flourish API keys can be given."
+            "so at most that many Flourish API keys can be given."
         )
 
     apex = _copy_apex_company(state, source, request)

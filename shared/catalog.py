@@ -118,18 +118,19 @@ def refresh_taxonomy(session: Session, tenant: Tenant, apex: ApexClient) -> None
     for terpene in apex.list_terpenes():
         rows.append(("terpene", terpene.id, terpene.name, None))
 
-    session.execute(delete(ApexTaxonomy).where(ApexTaxonomy.tenant_id == tenant.id))
+    # Upsert, then delete what Apex no longer lists: two runs of one tenant
+    # may refresh at the same moment, and a delete-then-insert of both would
+    # collide on the unique key.
     now = utcnow()
     for kind, apex_id, name, alias in rows:
-        session.add(
-            ApexTaxonomy(
-                tenant_id=tenant.id,
-                kind=kind,
-                apex_id=apex_id,
-                name=name,
-                alias=alias,
-                fetched_at=now,
-            )
+        _upsert_taxonomy(session, tenant.id, kind, apex_id, name, alias, now)
+    for kind in ("unit_measurement", "cannabinoid", "terpene"):
+        keep = [apex_id for row_kind, apex_id, _, _ in rows if row_kind == kind]
+        session.execute(
+            delete(ApexTaxonomy)
+            .where(ApexTaxonomy.tenant_id == tenant.id)
+            .where(ApexTaxonomy.kind == kind)
+            .where(ApexTaxonomy.apex_id.not_in(keep))
         )
     session.flush()
     logger.info("tenant=%s taxonomy refreshed: %d rows", tenant.id, len(rows))
@@ -203,6 +204,28 @@ def _upsert_product(session: Session, tenant_id: int, values: dict[str, Any]) ->
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["tenant_id", "apex_product_id"], set_=changes
+        )
+    )
+
+
+def _upsert_taxonomy(
+    session: Session,
+    tenant_id: int,
+    kind: str,
+    apex_id: int,
+    name: str,
+    alias: str | None,
+    now: datetime,
+) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    values = {"name": name, "alias": alias, "fetched_at": now}
+    statement = insert(ApexTaxonomy).values(
+        tenant_id=tenant_id, kind=kind, apex_id=apex_id, **values
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "kind", "apex_id"], set_=values
         )
     )
 

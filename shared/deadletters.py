@@ -3,8 +3,8 @@
 There is one row per piece of work. Redeliveries of a task id update that
 id's row, and a replay that fails again reopens the row it was sent for
 instead of adding another. A replay sends the same task with the same
-arguments; ``reopen_for_replay`` first reopens the sync run or order push
-that giving up had failed, so the replayed task finds it active.
+arguments. Giving up had failed the task's sync run or order push, so
+``reopen_for_replay`` reopens it first and the replayed task finds it active.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ CHAIN_KEY = "chain"
 
 
 class ReplayRejected(Exception):
-    """The dead letter's work cannot be replayed now; the message says why."""
+    """The dead letter's work cannot be replayed now; the message explains why."""
 
 
 def record_dead_letter(

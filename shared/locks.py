@@ -1,9 +1,10 @@
 """Redis locks that expire, so a process killed inside one never blocks for good.
 
-A lock's value names its holder as ``<host>:<pid>:<random hex>``. The expiry
-is the backstop. When a Celery worker kills a pool child at the hard time
-limit, the worker's main process also calls ``release_locks_of`` for that
-child, so the next task need not wait for the expiry.
+A lock's value names its holder as ``<host>:<pid>:<random hex>``. When a
+Celery pool process dies (killed, or killed at the hard time limit), the
+worker's main process calls ``release_locks_of`` for it (``tasks.base``), so
+the next task need not wait for the expiry. The expiry covers the rest: a
+whole worker killed, or a process on another host.
 """
 
 from __future__ import annotations

@@ -66,7 +66,13 @@ class InventoryTask(SyncTask):
         with session_scope() as session:
             run = session.get(SyncRun, run_id)
             if run is not None:
-                runs.fail_run(session, run, f"{self.name} gave up: {error}")
+                runs.fail_run(session, run, f"{self.name} gave up: {_summary(error)}")
+
+
+def _summary(error: BaseException) -> str:
+    """Name the error in one line; database errors would add the whole SQL."""
+    lines = str(error).strip().splitlines() or [""]
+    return f"{type(error).__name__}: {lines[0][:500]}"
 
 
 def publish_run(run_id: int) -> None:

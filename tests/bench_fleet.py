@@ -9,7 +9,7 @@ from statistics import median, quantiles
 from typing import Any
 
 import redis
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from tests.bench_env import SYNCED_FACILITY, UNLIMITED, Harness, seed_packages_for
 from tests.bench_scenarios import APEX_LIMIT, TENANT
@@ -220,22 +220,23 @@ def many_tenants(
     tenants: int,
     facility_packages: int,
     concurrencies: list[tuple[str, int]],
-    window: float,
+    limit: float,
     latency_ms: float,
 ) -> dict[str, Any]:
     """Scenario 5: ``tenants`` tenants start an initial sync at once; Apex
-    requests per second and order-push latency for each (pool, concurrency)."""
+    requests per second until the backlog is done (or ``limit`` seconds) and
+    order-push latency, for each (pool, concurrency)."""
     results = []
     for pool, concurrency in concurrencies:
         figures = _tenants_once(
-            harness, tenants, facility_packages, (pool, concurrency), window, latency_ms
+            harness, tenants, facility_packages, (pool, concurrency), limit, latency_ms
         )
         results.append(figures)
         logger.info("many tenants, %s x%d: %s", pool, concurrency, figures)
     return {
         "tenants": tenants,
         "facility_packages": facility_packages,
-        "window_seconds": window,
+        "limit_seconds": limit,
         "latency_ms": latency_ms,
         "by_concurrency": results,
     }
@@ -246,7 +247,7 @@ def _tenants_once(
     tenants: int,
     facility_packages: int,
     worker: tuple[str, int],
-    window: float,
+    limit: float,
     latency_ms: float,
 ) -> dict[str, Any]:
     from tests.helpers import start_sync
@@ -261,24 +262,22 @@ def _tenants_once(
     cpu_before = harness.sandbox.cpu_seconds()
 
     started = time.time()
-    for facility_id in facility_ids:
-        start_sync(facility_id)
-    warmup = min(5.0, window / 4)
-    pushes = _push_during(harness, orders, started + warmup + window)
-    cpu_share = (harness.sandbox.cpu_seconds() - cpu_before) / (time.time() - started)
+    run_ids = [start_sync(facility_id) for facility_id in facility_ids]
+    pushes = _push_during(run_ids, orders, started + limit)
+    ended = time.time()
+    cpu_share = (harness.sandbox.cpu_seconds() - cpu_before) / (ended - started)
     latencies = _push_latencies(pushes, deadline=time.time() + 120)
     log = harness.sandbox.requests()
     harness.stop_workers()
-    figures = _tenant_figures(log, latencies, started + warmup, window, cpu_share)
-    return {"pool": pool, "concurrency": concurrency} | figures | _outcomes()
+    figures = _tenant_figures(log, latencies, started, ended, cpu_share)
+    outcomes = _outcomes({push_id for push_id, _ in pushes})
+    return {"pool": pool, "concurrency": concurrency} | figures | outcomes
 
 
-def _outcomes() -> dict[str, Any]:
-    """Count runs by state and the dead letters, to show that nothing broke."""
-    from sqlalchemy import func
-
+def _outcomes(push_ids: set[int]) -> dict[str, Any]:
+    """Count runs and pushes by state, and the dead letters."""
     from shared.db import session_scope
-    from shared.models import DeadLetter, SyncRun
+    from shared.models import DeadLetter, OrderPush, SyncRun
 
     with session_scope() as session:
         states = dict(
@@ -286,8 +285,15 @@ def _outcomes() -> dict[str, Any]:
                 select(SyncRun.state, func.count()).group_by(SyncRun.state)
             ).all()
         )
+        pushes = dict(
+            session.execute(
+                select(OrderPush.state, func.count())
+                .where(OrderPush.id.in_(push_ids))
+                .group_by(OrderPush.state)
+            ).all()
+        )
         dead = session.scalar(select(func.count()).select_from(DeadLetter))
-    return {"run_states": states, "dead_letters": dead}
+    return {"run_states": states, "push_states": pushes, "dead_letters": dead}
 
 
 def _prepare_orders(harness: Harness, facility_packages: int) -> list[int]:
@@ -374,12 +380,12 @@ def _add_backlog_tenants(harness: Harness, count: int) -> list[int]:
 
 
 def _push_during(
-    harness: Harness, orders: list[int], until: float, interval: float = 1.0
+    run_ids: list[int], orders: list[int], until: float, interval: float = 1.0
 ) -> list[tuple[int, float]]:
-    """Enqueue one order push per ``interval`` until ``until``; return
-    (push id, enqueue time) pairs."""
+    """Enqueue one order push per ``interval`` until the runs have ended or
+    ``until`` has passed; return (push id, enqueue time) pairs."""
     from shared.db import session_scope
-    from shared.models import Tenant
+    from shared.models import ACTIVE_RUN_STATES, SyncRun, Tenant
     from tasks.orders import enqueue_push
 
     with session_scope() as session:
@@ -395,6 +401,14 @@ def _push_during(
                 session, tenant_id, orders[index % len(orders)], "bench"
             )
             pushes.append((push.id, enqueued))
+            active = session.scalar(
+                select(func.count())
+                .select_from(SyncRun)
+                .where(SyncRun.id.in_(run_ids))
+                .where(SyncRun.state.in_(ACTIVE_RUN_STATES))
+            )
+        if not active:
+            break
         index += 1
         time.sleep(max(0.0, enqueued + interval - time.time()))
     return pushes
@@ -434,15 +448,15 @@ def _push_latencies(
 def _tenant_figures(
     log: list[dict[str, Any]],
     latencies: list[float | None],
-    window_start: float,
-    window: float,
+    started: float,
+    ended: float,
     sandbox_cpu_share: float,
 ) -> dict[str, Any]:
+    window = ended - started
     in_window = [
         item
         for item in log
-        if item["api"] == "apex"
-        and window_start <= item["started"] < window_start + window
+        if item["api"] == "apex" and started <= item["started"] < ended
     ]
     measured = sorted(value for value in latencies if value is not None)
     p95 = quantiles(measured, n=20)[-1] if len(measured) >= 2 else None
@@ -450,11 +464,12 @@ def _tenant_figures(
         "apex_per_second": len(in_window) / window,
         "apex_429": sum(item["status"] == 429 for item in in_window),
         "flourish_per_second": sum(
-            item["api"] == "flourish"
-            and window_start <= item["started"] < window_start + window
+            item["api"] == "flourish" and started <= item["started"] < ended
             for item in log
         )
         / window,
+        "seconds": window,
+        "apex_requests": len(in_window),
         "pushes": len(latencies),
         "pushes_measured": len(measured),
         "push_p50": measured[len(measured) // 2] if measured else None,

@@ -37,7 +37,14 @@ from sandbox.state import ApexToken, FlourishKey, SandboxState
 
 logger = logging.getLogger(__name__)
 
-REPLAY_HEADERS = (b"authorization", b"x-api-key", b"content-type", b"accept")
+#: Headers the replay's own client sets; every other request header is kept.
+CLIENT_HEADERS = (
+    b"host",
+    b"content-length",
+    b"connection",
+    b"user-agent",
+    b"accept-encoding",
+)
 
 
 @dataclass
@@ -185,7 +192,7 @@ def _logged(
     headers = {
         name.decode(): value.decode("latin-1")
         for name, value in scope.get("headers", [])
-        if name.lower() in REPLAY_HEADERS
+        if name.lower() not in CLIENT_HEADERS
     }
     return LoggedRequest(
         started=started,

@@ -52,9 +52,28 @@ def use_environment(monkeypatch: Any, variables: dict[str, str]) -> None:
     for key, value in variables.items():
         monkeypatch.setenv(key, value)
     reset_caches()
+    forget_broker_connections()
 
 
-# --- sandbox faults --------------------------------------------------------------
+def forget_broker_connections() -> None:
+    """Make the Celery app connect again, to the broker URL now configured.
+
+    ``reset_caches`` updates the app's configuration, but the app keeps the
+    connection pool and result backend it built for the earlier URL.
+    """
+    from workers.app import app
+
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+    app._backend_cache = None
+    app._local.backend = None
+
+
+# --- sandbox faults -----------------------------------------------------------
 
 
 def set_faults(
@@ -79,7 +98,7 @@ def apex_stats(sandbox: Any) -> dict[str, Any]:
     return stats
 
 
-# --- database views ------------------------------------------------------------------
+# --- database views -----------------------------------------------------------
 
 
 def run_row(run_id: int) -> SyncRun:
@@ -118,7 +137,7 @@ def tenant_row(tenant_id: int) -> Tenant:
         return tenant
 
 
-# --- Redis views ---------------------------------------------------------------------
+# --- Redis views --------------------------------------------------------------
 
 
 def task_results(redis_url: str) -> list[dict[str, Any]]:
@@ -141,7 +160,7 @@ def keys_without_ttl(redis_url: str, pattern: str) -> list[str]:
     ]
 
 
-# --- invariants ----------------------------------------------------------------------
+# --- invariants ---------------------------------------------------------------
 
 
 @dataclass
@@ -168,7 +187,9 @@ class FacilityCheck:
 
     @property
     def open_intents(self) -> list[str]:
-        return sorted(tag for tag, (state, _) in self.links.items() if state == "intent")
+        return sorted(
+            tag for tag, (state, _) in self.links.items() if state == "intent"
+        )
 
 
 def eligible_tags(facility_id: int) -> set[str]:
@@ -247,32 +268,42 @@ def check_facility(sandbox: Any, facility_id: int) -> FacilityCheck:
 
 
 def final_order_problems(sandbox: Any, pushable: Iterable[int]) -> list[str]:
-    """Return what is wrong with the Flourish orders of ``pushable`` Apex orders.
+    """Return what is wrong with the Flourish orders made from Apex orders.
 
-    Each order in ``pushable`` must have exactly one Flourish outbound order
-    and a pushed OrderLink naming it, and no Apex order more than one.
+    No Apex order may have more than one Flourish outbound order. Each one
+    in ``pushable`` must have exactly one, and a pushed OrderLink naming it.
+    Flourish orders that no Apex order made (the seeded ones) are ignored.
     """
+    apex_ids = {
+        str(order["id"])
+        for order in sandbox_json(sandbox, "/_sandbox/apex/orders")["orders"]
+    }
     outbound = sandbox_json(sandbox, "/_sandbox/flourish/outbound-orders")["orders"]
-    per_order = Counter(order["original_order_id"] for order in outbound)
+    per_order = Counter(
+        order["original_order_id"]
+        for order in outbound
+        if order["original_order_id"] in apex_ids
+    )
     problems = [
         f"Apex order {apex_id} has {count} Flourish orders"
-        for apex_id, count in per_order.items()
+        for apex_id, count in sorted(per_order.items())
         if count > 1
     ]
     with session_scope() as session:
         links = {
-            link.apex_order_id: link for link in session.scalars(select(OrderLink))
+            link.apex_order_id: (link.state, link.flourish_order_id)
+            for link in session.scalars(select(OrderLink))
         }
-        for apex_id in pushable:
-            if per_order.get(str(apex_id), 0) != 1:
-                problems.append(
-                    f"Apex order {apex_id} has {per_order.get(str(apex_id), 0)} "
-                    "Flourish orders, expected 1"
-                )
-            link = links.get(apex_id)
-            if link is None or link.state != "pushed":
-                state = link.state if link is not None else "no link"
-                problems.append(f"Apex order {apex_id} link is {state}")
+    made = {order["original_order_id"]: order["id"] for order in outbound}
+    for apex_id in pushable:
+        count = per_order.get(str(apex_id), 0)
+        if count != 1:
+            problems.append(f"Apex order {apex_id} has {count} Flourish orders")
+        state, flourish_id = links.get(apex_id, ("no link", None))
+        if state != "pushed" or flourish_id != made.get(str(apex_id)):
+            problems.append(
+                f"Apex order {apex_id} link is {state} for Flourish order {flourish_id}"
+            )
     return problems
 
 

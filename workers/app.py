@@ -89,3 +89,7 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+# Connects the handler that gives every published task a summary of its ids
+# for Flower and task events; every process that publishes imports this.
+import workers.signals  # noqa: E402, F401

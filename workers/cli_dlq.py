@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -11,12 +12,23 @@ from rich.table import Table
 from sqlalchemy import select
 
 from shared.db import session_scope
-from shared.deadletters import mark_replayed
+from shared.deadletters import (
+    ARGS_KEY,
+    CHAIN_KEY,
+    ReplayRejected,
+    mark_replayed,
+    reopen_for_replay,
+)
 from shared.models import DeadLetter
+from shared.settings import get_settings
 
 dlq_app = typer.Typer(help="Dead letters: tasks that gave up.", no_args_is_help=True)
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
+
+#: Seconds the replay flag lives in Redis; a replay that has not run by then
+#: leaves its dead letter "replayed" instead of closing it.
+REPLAY_FLAG_TTL = 7 * 24 * 3600
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table.")
@@ -48,11 +60,10 @@ def letter_dict(letter: DeadLetter) -> dict[str, Any]:
 def _load(session: Any, letter_id: int) -> DeadLetter:
     letter = session.get(DeadLetter, letter_id)
     if letter is None:
-        errors.print(
-            f"[red]error:[/red] Dead letter {letter_id} not found. "
+        _exit_with(
+            f"Dead letter {letter_id} not found. "
             "List them with `apexsync dlq list --all`."
         )
-        raise typer.Exit(1)
     return letter
 
 
@@ -124,31 +135,56 @@ def dlq_show(
 
 
 @dlq_app.command("replay")
-def dlq_replay(letter_id: int = typer.Argument(..., help="Dead letter id.")) -> None:
-    """Send the same idempotent task again; a success closes the dead letter."""
+def dlq_replay(
+    letter_id: int = typer.Argument(..., help="Dead letter id."),
+    as_json: JsonOption = False,
+) -> None:
+    """Send the same idempotent task again; a success closes the dead letter.
+
+    The failed sync run or order push of the letter is reopened first, so the
+    task finds its work again. The rest of a page chain is sent with it.
+    """
     from celery.utils import uuid
 
     from shared.redis_client import get_redis
     from tasks.base import REPLAY_KEY_PREFIX
     from workers.app import app as celery_app
 
+    deadline = timedelta(seconds=get_settings().run_deadline_seconds)
+    task_id = uuid()
     with session_scope() as session:
         letter = _load(session, letter_id)
         if letter.state not in ("open", "replayed"):
-            errors.print(
-                f"[red]error:[/red] Dead letter {letter_id} is {letter.state}; "
-                "only open or replayed ones can be replayed."
+            _exit_with(
+                f"Dead letter {letter_id} is {letter.state}; only open or replayed "
+                "ones can be replayed."
             )
-            raise typer.Exit(1)
+        try:
+            reopened = reopen_for_replay(session, letter, deadline)
+        except ReplayRejected as exc:
+            _exit_with(str(exc))
         arguments = dict(letter.arguments)
-        args = arguments.pop("args", [])
-        task_id = uuid()
-        # The flag tells the task to close this dead letter when it succeeds.
-        get_redis().set(REPLAY_KEY_PREFIX + task_id, str(letter_id), ex=7 * 24 * 3600)
+        args = arguments.pop(ARGS_KEY, [])
+        chain = arguments.pop(CHAIN_KEY, None)
+        # With this flag set, the task closes the dead letter when it succeeds.
+        get_redis().set(REPLAY_KEY_PREFIX + task_id, str(letter_id), ex=REPLAY_FLAG_TTL)
         mark_replayed(session, letter, task_id)
         task_name = letter.task_name
-    celery_app.send_task(task_name, args=args, kwargs=arguments, task_id=task_id)
-    console.print(f"Dead letter {letter_id} replayed as task {task_id}.")
+
+    # Published after the commit, so the task finds the reopened run or push.
+    celery_app.send_task(
+        task_name, args=args, kwargs=arguments, task_id=task_id, chain=chain
+    )
+    if as_json:
+        print(json.dumps({"id": letter_id, "task_id": task_id, "reopened": reopened}))
+        return
+    detail = f"; reopened {reopened}" if reopened else ""
+    console.print(f"Dead letter {letter_id} replayed as task {task_id}{detail}.")
+
+
+def _exit_with(message: str) -> NoReturn:
+    errors.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
 
 
 @dlq_app.command("discard")

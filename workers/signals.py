@@ -12,8 +12,10 @@ Importing this module connects the handler in the importing process, so
 every process that publishes tasks (CLI, beat, workers) must import it.
 
 NOTE: Celery builds the ``task-sent`` event before this signal runs, so that
-one event still carries Celery's own repr of the arguments. Flower replaces
-it with the summary when the worker reports the task as received.
+event keeps Celery's own repr unless the publisher passes
+``summary_options()`` to ``apply_async``. Flower shows the arguments of the
+event it processed last, and a ``task-sent`` event can arrive after the
+worker's ``task-received`` event.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ SUMMARY_IDS = (
     ("package_tag", "package"),
 )
 
-#: Longest string value shown in ``kwargsrepr``; longer ones are cut.
-MAX_SHOWN_TEXT = 100
+#: Maximum characters of a string value in ``kwargsrepr``. Longer ones are cut.
+MAX_TEXT_CHARS = 100
 
 
 def run_owner(run_id: int) -> tuple[int, int] | None:
@@ -92,23 +94,23 @@ def _page_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
     return None
 
 
-def shown_kwargs(kwargs: Mapping[str, Any]) -> str:
-    """Render the scalar keyword arguments; other values show only their type."""
-    shown = []
+def kwargs_summary(kwargs: Mapping[str, Any]) -> str:
+    """Render the scalar keyword arguments, and only the type of other values."""
+    items = []
     for key, value in kwargs.items():
-        shown.append(f"{key!r}: {_shown_value(value)}")
-    return redact("{" + ", ".join(shown) + "}")
+        items.append(f"{key!r}: {_value_text(value)}")
+    return redact("{" + ", ".join(items) + "}")
 
 
-def _shown_value(value: Any) -> str:
+def _value_text(value: Any) -> str:
     if value is None or isinstance(value, bool | int | float):
         return repr(value)
     if isinstance(value, str):
-        return repr(value[:MAX_SHOWN_TEXT])
+        return repr(value[:MAX_TEXT_CHARS])
     return f"<{type(value).__name__}>"
 
 
-def shown_args(args: Sequence[Any], summary: str) -> str:
+def args_summary(args: Sequence[Any], summary: str) -> str:
     """Return the summary, or a count of the positional values when it is empty."""
     if summary:
         return summary
@@ -122,8 +124,8 @@ def summary_options(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str,
     the message headers.
     """
     return {
-        "argsrepr": shown_args(args, describe_task(args, kwargs)),
-        "kwargsrepr": shown_kwargs(kwargs),
+        "argsrepr": args_summary(args, describe_task(args, kwargs)),
+        "kwargsrepr": kwargs_summary(kwargs),
     }
 
 

@@ -32,13 +32,11 @@ def settings() -> Iterator[Settings]:
 def project_tasks() -> dict[str, SyncTask]:
     app.loader.import_default_modules()
     return {
-        name: task
-        for name, task in app.tasks.items()
-        if not name.startswith("celery.")
+        name: task for name, task in app.tasks.items() if not name.startswith("celery.")
     }
 
 
-# --- acknowledgement and prefetch --------------------------------------------------
+# --- acknowledgement and prefetch ---------------------------------------------
 
 
 def test_acks_late_enabled(settings: Settings) -> None:
@@ -53,7 +51,7 @@ def test_prefetch_multiplier_is_one(settings: Settings) -> None:
     assert app.conf.worker_prefetch_multiplier == 1
 
 
-# --- visibility timeout -------------------------------------------------------------
+# --- visibility timeout -------------------------------------------------------
 
 
 def test_visibility_timeout_exceeds_time_limit(settings: Settings) -> None:
@@ -122,7 +120,7 @@ def test_broker_channel_uses_visibility(
     reset_caches()
 
 
-# --- time limits, beat, results ---------------------------------------------------------
+# --- time limits, beat, results -----------------------------------------------
 
 
 def test_settings_reject_soft_above_hard() -> None:
@@ -163,7 +161,7 @@ def test_beat_schedules_reconciler(settings: Settings) -> None:
     assert "maintenance.reconcile" in entries
 
 
-# --- every task: base class and queue --------------------------------------------------
+# --- every task: base class and queue -----------------------------------------
 
 
 @pytest.mark.parametrize("name", sorted(project_tasks()))
@@ -183,9 +181,7 @@ def test_order_tasks_have_own_queue() -> None:
         name: app.amqp.router.route({}, name)["queue"].name for name in project_tasks()
     }
 
-    assert {queues[name] for name in queues if name.startswith("orders.")} == {
-        "orders"
-    }
+    assert {queues[name] for name in queues if name.startswith("orders.")} == {"orders"}
     assert {queues[name] for name in queues if name.startswith("inventory.")} == {
         "inventory"
     }
@@ -199,7 +195,7 @@ def test_project_tasks_registered() -> None:
     assert "maintenance.reconcile" in names
 
 
-# --- retry countdown ----------------------------------------------------------------------
+# --- retry countdown ----------------------------------------------------------
 
 
 def test_countdown_honours_retry_after() -> None:

@@ -74,9 +74,7 @@ def test_whole_worker_killed_other_finishes(
     run_id = start_sync(facility_id)
     wait_for_batch_creation(facility_id)
 
-    second = service.start_worker(
-        queues="inventory", extra=SHORT_LIMITS, name="second"
-    )
+    second = service.start_worker(queues="inventory", extra=SHORT_LIMITS, name="second")
     first.kill()
     # Kombu returns an unacknowledged message after the visibility timeout,
     # at its next sweep of the unacked set.

@@ -1,7 +1,7 @@
 """Task summaries: Flower lists each task with its tenant, facility and ids only.
 
 ``workers.signals`` rewrites the ``argsrepr`` and ``kwargsrepr`` headers of
-every published task. The unit tests check the summary itself; the process
+every published task. The unit tests check the summary itself. The process
 test runs a real worker and a real Flower and reads ``GET /api/tasks``.
 """
 
@@ -56,26 +56,26 @@ def test_describe_task_without_ids_is_empty() -> None:
     assert signals.describe_task((), {}) == ""
 
 
-def test_shown_kwargs_hides_structures() -> None:
-    shown = signals.shown_kwargs({"run_id": 3, "page": {"packages": [1, 2]}})
+def test_kwargs_summary_hides_structures() -> None:
+    summary = signals.kwargs_summary({"run_id": 3, "page": {"packages": [1, 2]}})
 
-    assert shown == "{'run_id': 3, 'page': <dict>}"
-
-
-def test_shown_kwargs_cuts_long_text() -> None:
-    shown = signals.shown_kwargs({"note": "x" * 500})
-
-    assert shown == "{'note': '" + "x" * signals.MAX_SHOWN_TEXT + "'}"
+    assert summary == "{'run_id': 3, 'page': <dict>}"
 
 
-def test_shown_kwargs_masks_credentials() -> None:
-    shown = signals.shown_kwargs({"api_key": "fl_0123456789abcdef0123"})
+def test_kwargs_summary_cuts_long_text() -> None:
+    summary = signals.kwargs_summary({"note": "x" * 500})
 
-    assert "fl_0123456789abcdef0123" not in shown
+    assert summary == "{'note': '" + "x" * signals.MAX_TEXT_CHARS + "'}"
 
 
-def test_shown_args_counts_hidden_values() -> None:
-    assert signals.shown_args(({"page": 1}, 2), "") == "(2 values not shown)"
+def test_kwargs_summary_masks_credentials() -> None:
+    summary = signals.kwargs_summary({"api_key": "fl_0123456789abcdef0123"})
+
+    assert "fl_0123456789abcdef0123" not in summary
+
+
+def test_args_summary_counts_hidden_values() -> None:
+    assert signals.args_summary(({"page": 1}, 2), "") == "(2 values not shown)"
 
 
 def test_handler_rewrites_headers() -> None:
@@ -186,7 +186,7 @@ def facility_of(tenant_name: str) -> tuple[int, int]:
 
 
 def push_accepted_order(sandbox: Any, tenant_id: int) -> tuple[int, int]:
-    """Push one accepted, not cancelled demo order of Coastal; return push, order."""
+    """Push an accepted, uncancelled Coastal demo order and return both ids."""
     from tasks.orders import enqueue_push
 
     sandbox_json(sandbox, "/_sandbox/apex/orders/generate", "POST")
@@ -239,12 +239,11 @@ def test_flower_lists_tenant_and_facility(service: Any) -> None:
     inventory = [t for t in tasks if t["name"].startswith("inventory.")]
     pages = [t for t in inventory if t["name"] != "inventory.start_run"]
     pushes = [t for t in tasks if t["name"] == "orders.push_order"]
-    shown = " ".join(f"{t['args']} {t['kwargs']}" for t in tasks)
-    print([(t["name"], t["args"], t["kwargs"], t["state"]) for t in tasks])
+    arguments = " ".join(f"{t['args']} {t['kwargs']}" for t in tasks)
     assert len(inventory) >= 5
-    assert all(t["args"].startswith(run_prefix) for t in inventory)
+    assert [t["args"] for t in inventory if not t["args"].startswith(run_prefix)] == []
     assert any("page=delta/0" in t["args"] for t in pages)
     assert [t["args"] for t in pushes] == [
         f"tenant={tenant_id} push={push_id} order={order_id}"
     ]
-    assert [tag for tag in package_tags(service.sandbox) if tag in shown] == []
+    assert [tag for tag in package_tags(service.sandbox) if tag in arguments] == []
