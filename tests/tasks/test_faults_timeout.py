@@ -47,9 +47,12 @@ SLOW_BATCH_POSTS = {"latency_ms": 150, "path_contains": "batches", "methods": ["
 def test_held_lock_rejects_second_holder(clean_redis: str) -> None:
     client = redis.Redis.from_url(clean_redis)
 
-    with held_lock(client, "apexsync:lock:test", 30), pytest.raises(LockBusy):
-        with held_lock(client, "apexsync:lock:test", 30):
-            pass
+    with (
+        held_lock(client, "apexsync:lock:test", 30),
+        pytest.raises(LockBusy),
+        held_lock(client, "apexsync:lock:test", 30),
+    ):
+        pass
 
     assert client.exists("apexsync:lock:test") == 0
 
