@@ -143,6 +143,24 @@ class SyncTask(Task):
     #: and a wait for a lock ends when the lock is released or expires.
     max_retries = None
 
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        *arguments: Any,
+        **options: Any,
+    ) -> Any:
+        """Publish with a summary of ids as the arguments Flower shows.
+
+        The ``task-sent`` event is built before ``before_task_publish`` runs,
+        so the summary must travel in the options to reach that event too.
+        """
+        from workers.signals import summary_options
+
+        for key, value in summary_options(args or (), kwargs or {}).items():
+            options.setdefault(key, value)
+        return super().apply_async(args, kwargs, *arguments, **options)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._delivered_too_often():
             self._give_up_poison(args, kwargs)
