@@ -4,7 +4,7 @@ Every task of this project uses ``SyncTask``. It decides in one place whether
 a failure is retried or given up:
 
 - retried with exponential backoff and jitter, ``Retry-After`` honoured, at
-  most ``task_max_retries`` times: ``RetriableError`` (5xx, timeouts, 429
+  most ``task_max_retries`` times per task id: ``RetriableError`` (5xx, timeouts, 429
   with ``Retry-After``), the soft time limit, and a Redis connection error;
 - given up at once: anything else (``PermanentError``, bugs), a message
   whose worker died ``max_deliveries`` times, and the hard time limit.
@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 BASE_RETRY_SECONDS = 2.0
 DELIVERY_KEY_TTL = 24 * 60 * 60
 REPLAY_KEY_PREFIX = "apexsync:replay:"
+FAILURE_KEY_PREFIX = "apexsync:failures:"
 #: Seconds the worker's main process waits for a pool process it killed at
 #: the hard time limit to exit before releasing that process's locks.
 CHILD_EXIT_WAIT_SECONDS = 30.0
@@ -139,8 +140,9 @@ class SyncTask(Task):
     abstract = True
     typing = True
     Request = SyncRequest
-    #: No cap from Celery: ``_retry_or_give_up`` bounds retries after errors,
-    #: and a wait for a lock ends when the lock is released or expires.
+    #: No cap from Celery: ``_retry_or_give_up`` bounds retries after errors
+    #: with its own count, and a wait for a lock ends when the lock is
+    #: released or expires.
     max_retries = None
 
     def apply_async(
@@ -185,24 +187,55 @@ class SyncTask(Task):
     ) -> NoReturn:
         settings = get_settings()
         self._forget_delivery()
-        if self.request.retries >= settings.task_max_retries:
-            self._give_up(error, args, kwargs, tb=traceback.format_exc())
+        failures = self._count_failure()
+        if failures > settings.task_max_retries:
+            self._give_up(error, args, kwargs, traceback.format_exc(), failures)
             raise error
         retry_after = getattr(error, "retry_after", None)
         countdown = retry_countdown(
-            self.request.retries, retry_after, settings.max_retry_countdown
+            failures - 1, retry_after, settings.max_retry_countdown
         )
         logger.warning(
             "task=%s id=%s retry=%d in %.1fs: %s",
             self.name,
             self.request.id,
-            self.request.retries + 1,
+            failures,
             countdown,
             error or type(error).__name__,
         )
-        raise self.retry(
-            exc=error, countdown=countdown, max_retries=settings.task_max_retries
-        )
+        raise self.retry(exc=error, countdown=countdown)
+
+    def _count_failure(self) -> int:
+        """Count a failed attempt of this task id; return the failures so far.
+
+        Celery's retry count also grows while a task waits for a lock, and
+        such waits must not use up the retries after errors, so failures are
+        counted apart. Without Redis, Celery's retry count stands in.
+        """
+        fallback = self.request.retries + 1
+        if self.request.is_eager or not self.request.id:
+            return fallback
+        key = FAILURE_KEY_PREFIX + self.request.id
+        try:
+            client = get_redis()
+            count = int(client.incr(key))
+            client.expire(key, DELIVERY_KEY_TTL)
+        except RedisError as exc:
+            logger.warning(
+                "task=%s id=%s failure not counted: %s", self.name, self.request.id, exc
+            )
+            return fallback
+        return count
+
+    def _forget_failures(self) -> None:
+        if self.request.is_eager or not self.request.id:
+            return
+        try:
+            get_redis().delete(FAILURE_KEY_PREFIX + self.request.id)
+        except RedisError as exc:
+            logger.warning(
+                "task=%s id=%s failure count kept: %s", self.name, self.request.id, exc
+            )
 
     def _give_up(
         self,
@@ -212,6 +245,7 @@ class SyncTask(Task):
         tb: str | None,
         attempts: int | None = None,
     ) -> None:
+        self._forget_failures()
         record_give_up(
             self,
             task_id=self.request.id,
@@ -275,6 +309,7 @@ class SyncTask(Task):
         if self.request.is_eager or not self.request.id:
             return
         self._forget_delivery()
+        self._forget_failures()
         try:
             replayed = get_redis().delete(REPLAY_KEY_PREFIX + self.request.id)
         except RedisError as exc:

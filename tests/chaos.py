@@ -113,6 +113,8 @@ class Chaos:
     #: Apex order id -> the push this round started for it.
     round_pushes: dict[int, int] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
+    #: Guards ``workers``, which the chaos thread and the supervisor change.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -246,23 +248,37 @@ def kill_worker(chaos: Chaos) -> None:
     import os
     import signal
 
-    alive = [worker for worker in chaos.workers if worker.process.poll() is None]
-    while len(alive) < chaos.worker_count:
-        alive.append(start_worker(chaos.env))
-    chaos.workers[:] = alive
-    worker = random.choice(chaos.workers)
-    children = worker.children()
-    if children and random.random() < 2 / 3:
-        for child in children:
-            os.kill(child, signal.SIGKILL)
-        chaos.counts["pool processes killed"] += len(children)
-    else:
-        worker.kill()
-        chaos.workers.remove(worker)
-        chaos.counts["whole workers killed"] += 1
-        chaos.workers.append(start_worker(chaos.env))
+    with chaos.lock:
+        worker = random.choice(chaos.workers)
+        children = worker.children()
+        if children and random.random() < 2 / 3:
+            for child in children:
+                os.kill(child, signal.SIGKILL)
+            chaos.counts["pool processes killed"] += len(children)
+        else:
+            worker.kill()
+            chaos.workers.remove(worker)
+            chaos.counts["whole workers killed"] += 1
+            chaos.workers.append(start_worker(chaos.env))
     chaos.counts["kills"] += 1
     chaos.counts[f"kills during {chaos.phase}"] += 1
+
+
+def supervise(chaos: Chaos) -> None:
+    """Replace workers that exited on their own, as a process supervisor would.
+
+    A Celery 5.7 worker can exit with "Unrecoverable error" when Redis drops
+    its connection (kombu fails while closing the lost channel), so
+    production runs workers under a supervisor that restarts them.
+    """
+    with chaos.lock:
+        alive = [worker for worker in chaos.workers if worker.process.poll() is None]
+        chaos.counts["workers that exited on their own"] += len(chaos.workers) - len(
+            alive
+        )
+        while len(alive) < chaos.worker_count:
+            alive.append(start_worker(chaos.env))
+        chaos.workers[:] = alive
 
 
 def restart_redis(chaos: Chaos) -> None:
@@ -311,18 +327,24 @@ def settle(chaos: Chaos, deadline: float) -> bool:
     chaos.round_runs.clear()
     chaos.round_pushes.clear()
     return (
-        retry_until(lambda: sync_round(chaos), deadline, "inventory")
-        and retry_until(match_all_buyers, deadline, "buyer matching")
-        and retry_until(lambda: push_round(chaos), deadline, "order pushes")
+        retry_until(chaos, lambda: sync_round(chaos), deadline, "inventory")
+        and retry_until(chaos, match_all_buyers, deadline, "buyer matching")
+        and retry_until(chaos, lambda: push_round(chaos), deadline, "order pushes")
     )
 
 
-def retry_until(step: Callable[[], bool], deadline: float, what: str) -> bool:
-    """Call the reconciler and ``step`` until ``step`` reports done or time is up."""
+def retry_until(
+    chaos: Chaos, step: Callable[[], bool], deadline: float, what: str
+) -> bool:
+    """Call the reconciler and ``step`` until ``step`` reports done or time is up.
+
+    Dead workers are replaced on each pass, as a process supervisor would.
+    """
     from tasks.maintenance import reconcile_runs
     from tasks.orders import reconcile_pushes
 
     while time.monotonic() < deadline:
+        supervise(chaos)
         try:
             reconcile_runs()
             reconcile_pushes()
@@ -612,6 +634,7 @@ def print_report(
         "pool processes killed",
         "whole workers killed",
         "redis restarts",
+        "workers that exited on their own",
     ):
         print(f"  {name}: {chaos.counts[name]}")
     for api, stats in chaos.figures.get("upstream", {}).items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from kombu import pools as kombu_pools
 from sqlalchemy import func, select
 
 from shared.catalog import products_by_sku
@@ -66,6 +67,9 @@ def forget_broker_connections() -> None:
     if app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
+    # kombu keeps one pool per connection in a global registry; the pool just
+    # closed would come back from it as soon as the URL is used again.
+    kombu_pools.reset()
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
