@@ -423,10 +423,10 @@ def match_all_buyers() -> bool:
 def push_round(chaos: Chaos) -> bool:
     """Push each final order once this round, again where a push failed.
 
-    Orders of known buyers must end created, updated or unchanged; a failed
-    push of one is followed by a new one, as the order poller would. The
-    others must end failed or refused, with the reason, and are not pushed
-    again. Returns whether every push of this round has ended that way.
+    Orders of known buyers must end created, updated or unchanged, and a
+    failed push of one is followed by a new one, as the order poller would.
+    The others must end failed or refused with the reason. They are not
+    pushed again. Returns whether every push of this round has ended so.
     """
     from shared.db import session_scope
     from shared.models import ACTIVE_RUN_STATES, OrderPush

@@ -37,7 +37,7 @@ from shared.settings import get_settings
 from tests.helpers import reset_caches, sandbox_json
 
 #: Worker settings short enough for a test to see deadlines, time limits and
-#: redeliveries happen; the visibility timeout exceeds both the hard time
+#: redeliveries happen. The visibility timeout exceeds both the hard time
 #: limit and the longest retry countdown, as the settings require.
 SHORT_LIMITS = {
     "APEXSYNC_TASK_SOFT_TIME_LIMIT": "8",

@@ -2,7 +2,7 @@
 
 The sandbox slows batch creation down, so the kill lands while
 ``inventory.create_batches`` is sending its POSTs. A killed pool process
-makes the worker requeue the message (``task_reject_on_worker_lost``); a
+makes the worker requeue the message (``task_reject_on_worker_lost``). A
 whole killed worker leaves the message unacknowledged in Redis until the
 visibility timeout returns it to another worker.
 """

@@ -2,9 +2,9 @@
 
 A pool process stopped with SIGSTOP inside ``inventory.create_batches``
 stands for one stuck where the soft time limit cannot reach it (a blocking
-call in C). The worker's main process kills it at the hard time limit; the
-run must end failed with that reason, the lock must be freed, and the next
-run must sync what is left.
+call in C). The worker's main process kills it at the hard time limit. The
+run must then end failed with that reason, the lock must be freed, and the
+next run must sync what is left.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.locks import (
@@ -175,9 +176,8 @@ def test_next_run_after_hard_limit_completes(
     make_facility_due(facility_id)
     dispatched = dispatch_due_syncs()
     with session_scope() as session:
-        next_run = max(
-            run.id
-            for run in session.query(SyncRun).where(SyncRun.facility_id == facility_id)
+        next_run = session.scalar(
+            select(func.max(SyncRun.id)).where(SyncRun.facility_id == facility_id)
         )
     state = wait_for_run(next_run, 180)
 

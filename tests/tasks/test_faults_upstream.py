@@ -1,7 +1,7 @@
 """A misbehaving upstream: spent Apex credits, a rejected key, the shared rate limit.
 
 Spent credits (Apex 429 without ``Retry-After``) pause the tenant's Apex
-work after one response, and a rejected key (401) stops its facility; in
+work after one response, and a rejected key (401) stops its facility. In
 both cases the dispatcher leaves them alone until an operator acts. Two
 worker processes with one Apex token stay within Apex's 15 requests per
 second, measured by the sandbox over every one-second window.
@@ -61,7 +61,7 @@ def runs_of(facility_id: int) -> list[int]:
 
 
 def spend_credits_after(sandbox: Any, company: str, more: int) -> None:
-    """Let ``company`` spend ``more`` Apex credits from now on, then answer 429."""
+    """Let ``company`` spend ``more`` Apex credits from now on, then get 429."""
     usage = sandbox_json(
         sandbox, "/_sandbox/apex/credits", "PUT", json={"company": company}
     )

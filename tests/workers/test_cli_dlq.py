@@ -1,8 +1,8 @@
 """``apexsync dlq``: list, show, replay and discard, against the real DB and Redis.
 
 Listing, showing and discarding read rows written by ``record_dead_letter``.
-The replay tests make a real task give up in a real worker (Flourish answers
-500 to every package read), then replay it through the command line.
+The replay tests make a real task give up in a real worker (Flourish returns
+500 for every package read), then replay it through the command line.
 """
 
 from __future__ import annotations
