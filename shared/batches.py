@@ -70,8 +70,8 @@ def ensure_batch(
     """Make sure the package of ``plan`` has exactly one Apex batch.
 
     Commits after each step. A 4xx from Apex is recorded on the run as a
-    failed package and the package is kept for a later run; the error is
-    re-raised only for the caller to dead-letter when it wants to.
+    failed package, and the package is kept for a later run. The error is
+    then re-raised so the caller can dead-letter it.
     """
     link = existing_links(session, facility.id, [plan.tag]).get(plan.tag)
     if link is not None and link.state == "created":

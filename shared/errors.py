@@ -31,7 +31,7 @@ from typing import Any
 class SyncError(Exception):
     """Base of every error this project raises on purpose.
 
-    ``context`` holds ids (tenant, facility, run, package tag, order) and, for
+    ``context`` contains ids (tenant, facility, run, package tag, order) and, for
     upstream errors, ``status`` and ``path``. Values must never be secrets.
     """
 
@@ -63,7 +63,7 @@ class RetriableError(SyncError):
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds the upstream asked us to wait, if it said."""
+        """Seconds to wait that the upstream sent in ``Retry-After``, if any."""
         return self.context.get("retry_after")
 
 

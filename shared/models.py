@@ -159,7 +159,7 @@ class BatchLink(Base):
     """One Flourish package and the Apex batch made from it.
 
     The row is written as an intent (``apex_batch_id`` empty) before the POST,
-    so a retry knows to look the batch up in Apex before creating another.
+    so a retry looks the batch up in Apex before creating another.
     """
 
     __tablename__ = "batch_links"
@@ -253,7 +253,7 @@ class SyncRun(Base):
 
 
 class PackageOutcome(Base):
-    """What one sync run did with one package."""
+    """The outcome of one package in one sync run."""
 
     __tablename__ = "package_outcomes"
     __table_args__ = (UniqueConstraint("run_id", "package_tag"),)

@@ -65,7 +65,7 @@ def list_runs(
 
 
 def run_details(session: Session, run: SyncRun) -> dict[str, Any]:
-    """The run's counts plus skipped and failed packages by reason and unmapped SKUs."""
+    """Return the counts, skipped and failed packages by reason, unmapped SKUs."""
     outcomes = list(
         session.scalars(select(PackageOutcome).where(PackageOutcome.run_id == run.id))
     )

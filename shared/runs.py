@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: Flourish allows at most 50 rows a page.
 PAGE_SIZE = 50
 #: Longest jitter added to a facility's next sync, so syncs spread out
-#: instead of all starting on the hour, which Apex asks integrators to avoid.
+#: instead of all starting on the hour, which Apex requests integrators to avoid.
 MAX_JITTER_SECONDS = 300
 
 

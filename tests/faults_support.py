@@ -67,8 +67,8 @@ def forget_broker_connections() -> None:
     if app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
-    # kombu keeps one pool per connection in a global registry; the pool just
-    # closed would come back from it as soon as the URL is used again.
+    # kombu keeps one pool per connection in a global registry, so the pool
+    # just closed would come back from it once the URL is used again.
     kombu_pools.reset()
     amqp = app.__dict__.get("amqp")
     if amqp is not None:

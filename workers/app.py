@@ -21,7 +21,7 @@ def reliability_config(settings: Settings) -> dict[str, object]:
     - ``task_acks_late`` with ``task_reject_on_worker_lost``: a message is
       acknowledged only after its task returns, and a task whose process dies
       goes back on the queue instead of being lost.
-    - Prefetch 1: a worker holds no message it is not working on, so a killed
+    - Prefetch 1: a worker reserves no message it is not working on, so a killed
       worker strands at most the one it was running.
     - The visibility timeout is longer than any task and any retry countdown,
       for broker and result backend alike, so Redis never hands a message

@@ -172,7 +172,7 @@ def _wait_for_json(url: str, timeout: float) -> Any:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+    raise TimeoutError(f"{url} did not respond within {timeout:.0f} s")
 
 
 def _wait_for_worker(timeout: float) -> None:
@@ -183,7 +183,7 @@ def _wait_for_worker(timeout: float) -> None:
         if app.control.ping(timeout=1.0):
             return
     raise TimeoutError(
-        f"No Celery worker answered within {timeout:.0f} s; see .state/demo/logs"
+        f"No Celery worker responded within {timeout:.0f} s; see .state/demo/logs"
     )
 
 

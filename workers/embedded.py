@@ -77,7 +77,7 @@ class EmbeddedValkey:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(
-            f"Valkey did not answer on port {self.port} within {timeout} s"
+            f"Valkey did not respond on port {self.port} within {timeout} s"
         )
 
     def stop(self) -> None:
